@@ -1,0 +1,354 @@
+"""Typed, printable, overridable configs.
+
+A configurable class nests ``@dataclass class Config(seqlab.core.config.Config)``; the
+nested class learns its owner through :class:`Configurable`, and ``config.build()`` makes
+the object. Configs print as sorted ``a.b.c = value`` lines, diff against each other, take
+``a.b.c=value`` overrides coerced by the field's declared type, and round-trip through a
+JSON-safe dict (used by checkpoints) without executing code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import enum
+import importlib
+import types
+import typing
+from typing import Any, ClassVar, Self, TypeVar
+
+T = TypeVar("T")
+
+_CLASS_KEY = "__class__"
+# Config classes may only be re-created from these packages when read from a file.
+_TRUSTED_MODULE_PREFIXES = ("seqlab.",)
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key and what would be right."""
+
+
+def param(default: Any = dataclasses.MISSING, doc: str = "", **kwargs: Any) -> Any:
+    """Declares a config field with a one-line description.
+
+    Mutable defaults (configs, lists, dicts) are copied per instance automatically.
+    """
+    metadata = {"doc": doc}
+    if default is not dataclasses.MISSING and isinstance(default, Config | list | dict | set):
+        proto = default
+        return dataclasses.field(default_factory=lambda: _deep_copy(proto), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.copy()
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return set(value)
+    return value
+
+
+@dataclasses.dataclass
+class Config:
+    """Base of every config: inert data that ``build()`` turns into its owner object."""
+
+    owner: ClassVar[type | None] = None
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        """Constructs the owning class from this config."""
+        if self.owner is None:
+            raise ConfigError(f"{type(self).__qualname__} is not nested in a class it could build")
+        return self.owner(self.copy(), *args, **kwargs)
+
+    def copy(self) -> Self:
+        """A deep copy (child configs and containers are copied too)."""
+        values = {f.name: _deep_copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return type(self)(**values)
+
+    # ---- printing -------------------------------------------------------------------------
+    def flatten(self, prefix: str = "") -> dict[str, Any]:
+        """Maps every leaf's dotted key to its value; a child config also yields ``key.cls``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            key = f"{prefix}{f.name}"
+            value = getattr(self, f.name)
+            if isinstance(value, Config):
+                out[f"{key}.cls"] = _class_label(type(value))
+                out.update(value.flatten(prefix=f"{key}."))
+            else:
+                out[key] = value
+        return out
+
+    def to_text(self) -> str:
+        """Sorted ``a.b.c = value`` lines, one per leaf."""
+        flat = self.flatten()
+        return "".join(f"{k} = {_format_value(flat[k])}\n" for k in sorted(flat))
+
+    def diff(self, base: Config) -> str:
+        """Lines ``key: base_value -> value`` for every leaf that differs from ``base``."""
+        mine, theirs = self.flatten(), base.flatten()
+        lines = []
+        for key in sorted(set(mine) | set(theirs)):
+            a = theirs.get(key, "<absent>")
+            b = mine.get(key, "<absent>")
+            if a != b or type(a) is not type(b):
+                lines.append(f"{key}: {_format_value(a)} -> {_format_value(b)}\n")
+        return "".join(lines)
+
+    def describe(self) -> dict[str, str]:
+        """Maps every leaf's dotted key to its field's description."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Config):
+                out.update({f"{f.name}.{k}": v for k, v in value.describe().items()})
+            else:
+                out[f.name] = f.metadata.get("doc", "")
+        return out
+
+    # ---- overrides ------------------------------------------------------------------------
+    def set(self, key: str, text: str) -> None:
+        """Sets the leaf ``key`` (dotted) from its text form, coerced by the field type.
+
+        Raises:
+          ConfigError: naming the key and its nearest match when the key is unknown, or the
+            expected type when the value does not parse.
+        """
+        parts = key.split(".")
+        node: Config = self
+        for i, name in enumerate(parts):
+            fields = {f.name: f for f in dataclasses.fields(node)}
+            if name not in fields:
+                raise ConfigError(_unknown_key_message(key, self))
+            if i == len(parts) - 1:
+                hint = typing.get_type_hints(type(node))[name]
+                current = getattr(node, name)
+                if isinstance(current, Config):
+                    raise ConfigError(
+                        f"'{key}' is a config section, not a value; set one of its keys, e.g. "
+                        f"'{key}.{dataclasses.fields(current)[0].name}'"
+                    )
+                setattr(node, name, parse_value(text, hint, key))
+                return
+            child = getattr(node, name)
+            if not isinstance(child, Config):
+                raise ConfigError(_unknown_key_message(key, self))
+            node = child
+        raise ConfigError(f"empty key {key!r}")
+
+    def apply_overrides(self, overrides: list[str]) -> Self:
+        """Applies ``key=value`` strings in order (as given by ``--set``); returns self."""
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like 'a.b.c=value'")
+            key, text = item.split("=", 1)
+            self.set(key.strip(), text.strip())
+        return self
+
+    # ---- serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict that records the config class of every section."""
+        out: dict[str, Any] = {_CLASS_KEY: f"{type(self).__module__}:{type(self).__qualname__}"}
+        for f in dataclasses.fields(self):
+            out[f.name] = _to_json(getattr(self, f.name))
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Config:
+        """Re-creates a config written by :meth:`to_dict`; imports only seqlab classes."""
+        cls = _import_config_class(data[_CLASS_KEY])
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name, value in data.items():
+            if name == _CLASS_KEY:
+                continue
+            if name not in names:
+                raise ConfigError(f"{cls.__qualname__} has no field '{name}' (config from another version?)")
+            if isinstance(value, dict) and _CLASS_KEY in value:
+                kwargs[name] = Config.from_dict(value)
+            else:
+                kwargs[name] = _from_json(value, hints[name])
+        return cls(**kwargs)
+
+
+class Configurable:
+    """Mixin: a nested ``Config`` class defined in the class body builds this class."""
+
+    Config: ClassVar[type[Config]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        nested = cls.__dict__.get("Config")
+        if isinstance(nested, type) and issubclass(nested, Config):
+            nested.owner = cls
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _class_label(cls: type) -> str:
+    return cls.__qualname__.removesuffix(".Config")
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return repr(type(value)(value))
+    return repr(value)
+
+
+def all_keys(config: Config) -> list[str]:
+    """Every settable dotted key of ``config``."""
+    return [k for k in config.flatten() if not k.endswith(".cls")]
+
+
+def _unknown_key_message(key: str, root: Config) -> str:
+    keys = all_keys(root)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
+    # Also match on the last component, which catches keys put under the wrong section.
+    last = key.rsplit(".", 1)[-1]
+    by_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == last]
+    suggestion = by_leaf[0] if by_leaf and not close else (close[0] if close else None)
+    if by_leaf and close and by_leaf[0] != close[0]:
+        ratio_close = difflib.SequenceMatcher(None, key, close[0]).ratio()
+        ratio_leaf = difflib.SequenceMatcher(None, key, by_leaf[0]).ratio()
+        suggestion = by_leaf[0] if ratio_leaf >= ratio_close else close[0]
+    hint = f"; did you mean '{suggestion}'?" if suggestion else ""
+    return f"unknown key '{key}'{hint}"
+
+
+def _strip_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0], True
+    return hint, False
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def parse_value(text: str, hint: Any, key: str = "") -> Any:
+    """Parses ``text`` into a value of type ``hint`` (int, float, bool, str, enum, Literal,
+    Optional, tuple/list of those).
+
+    Raises:
+      ConfigError: naming ``key`` and the expected type.
+    """
+    inner, optional = _strip_optional(hint)
+    if optional and text.strip().lower() in ("none", "null"):
+        return None
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"'{key}' expects {expected}, got {text!r}")
+
+    origin = typing.get_origin(inner)
+    if inner is bool:
+        low = text.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise fail("a bool (true/false)")
+    if inner is int:
+        try:
+            return int(text.strip().replace("_", ""))
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise fail("an int") from None
+            if as_float.is_integer():
+                return int(as_float)
+            raise fail("an int") from None
+    if inner is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise fail("a float") from None
+    if inner is str:
+        stripped = text.strip()
+        if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+            return ast.literal_eval(stripped)
+        return text
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        names = [m.name for m in inner]
+        for member in inner:
+            if member.name.lower() == text.strip().lower():
+                return member
+        raise fail(f"one of {names}")
+    if origin is typing.Literal:
+        choices = typing.get_args(inner)
+        for choice in choices:
+            if str(choice) == text.strip():
+                return choice
+        raise fail(f"one of {list(choices)}")
+    if origin in (tuple, list):
+        args = typing.get_args(inner)
+        elem = args[0] if args else str
+        stripped = text.strip()
+        if stripped.startswith(("(", "[")):
+            try:
+                items = list(ast.literal_eval(stripped))
+            except (ValueError, SyntaxError):
+                raise fail(f"a {origin.__name__} of {_type_name(elem)}") from None
+            parsed = [parse_value(str(x), elem, key) for x in items]
+        elif stripped == "":
+            parsed = []
+        else:
+            parsed = [parse_value(x, elem, key) for x in stripped.split(",")]
+        return origin(parsed)
+    raise fail(f"a value of type {_type_name(hint)} (not settable from text)")
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, tuple | list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(value: Any, hint: Any) -> Any:
+    inner, _ = _strip_optional(hint)
+    if value is None:
+        return None
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return inner[value]
+    origin = typing.get_origin(inner)
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(inner)
+        elem = args[0] if args else Any
+        return tuple(_from_json(v, elem) for v in value)
+    if isinstance(value, dict) and _CLASS_KEY in value:
+        return Config.from_dict(value)
+    return value
+
+
+def _import_config_class(path: str) -> type[Config]:
+    module_name, _, qualname = path.partition(":")
+    if not module_name.startswith(_TRUSTED_MODULE_PREFIXES):
+        raise ConfigError(f"refusing to load config class {path!r}: not part of seqlab")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"config class {path!r} does not exist in this version of seqlab")
+    if not (isinstance(obj, type) and issubclass(obj, Config)):
+        raise ConfigError(f"{path!r} is not a config class")
+    return obj

@@ -1,0 +1,1 @@
+"""Data: corpora preparers, tokenizers, readers, batching."""

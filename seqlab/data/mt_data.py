@@ -1,0 +1,190 @@
+"""Parallel-text input for MT: resolves the corpus files, tokenizes, and builds batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from seqlab.core.config import Config, Configurable, param
+from seqlab.core.layer import lengths_to_paddings
+from seqlab.core.nested_map import NestedMap
+from seqlab.data.batching import BatchStream, make_batches
+from seqlab.data.sentencepiece_tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SentencePieceTokenizer,
+    train_or_load_sentencepiece,
+)
+from seqlab.data.text_pairs import read_text_pairs
+
+SPLITS = ("train", "dev", "test")
+
+
+def default_cache_dir() -> Path:
+    """``$SEQLAB_CACHE`` or ``~/.cache/seqlab``."""
+    return Path(os.environ.get("SEQLAB_CACHE", Path.home() / ".cache" / "seqlab"))
+
+
+class MissingCorpusError(FileNotFoundError):
+    """The data files are not there; the message says which command prepares them."""
+
+
+@dataclasses.dataclass
+class MTExamples:
+    """A tokenized split: source/target ids (with EOS) and the raw texts."""
+
+    source_ids: list[list[int]]
+    target_ids: list[list[int]]
+    source_text: list[str]
+    target_text: list[str]
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+    def lengths(self) -> list[int]:
+        """Per-example max(source, target) length in tokens, including BOS/EOS."""
+        return [max(len(s), len(t) + 1) for s, t in zip(self.source_ids, self.target_ids)]
+
+
+class MTData(Configurable):
+    """Parallel text from a built-in corpus or the user's own TSV/JSONL files."""
+
+    @dataclasses.dataclass
+    class Config(Config):
+        corpus: str = param(
+            "bible_en_es", doc="Built-in corpus whose splits are used where a path is empty."
+        )
+        cache_dir: str = param("", doc="Where corpora and tokenizers are cached; empty = default.")
+        train_path: str = param("", doc="Training pairs (.tsv: source TAB target, or .jsonl).")
+        dev_path: str = param("", doc="Dev pairs; empty = the corpus's dev split.")
+        test_path: str = param("", doc="Test pairs; empty = the corpus's test split.")
+        tokenizer: SentencePieceTokenizer.Config = param(
+            SentencePieceTokenizer.Config(), doc="Shared source/target SentencePiece model."
+        )
+        max_tokens: int = param(4096, doc="Padded tokens per training batch (per side).")
+        eval_max_tokens: int = param(8192, doc="Padded tokens per eval/decode batch.")
+        max_length: int = param(200, doc="Training pairs longer than this (tokens) are dropped.")
+        train_limit: int = param(0, doc="Use only the first N training pairs (0 = all).")
+        eval_limit: int = param(0, doc="Use only the first N dev/test pairs (0 = all).")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self._paths: dict[str, Path] | None = None
+        self.tokenizer: SentencePieceTokenizer | None = None
+        self.tokenizer_path: Path | None = None
+
+    # ---- files ----------------------------------------------------------------------------
+    def paths(self, prepare: bool = True) -> dict[str, Path]:
+        """The train/dev/test files, preparing the built-in corpus if needed."""
+        if self._paths is not None:
+            return self._paths
+        explicit = {
+            "train": self.config.train_path,
+            "dev": self.config.dev_path,
+            "test": self.config.test_path,
+        }
+        paths: dict[str, Path] = {k: Path(v) for k, v in explicit.items() if v}
+        if len(paths) < len(SPLITS):
+            if not self.config.corpus:
+                missing = [k for k in SPLITS if k not in paths]
+                raise MissingCorpusError(
+                    f"no corpus set and no path for {missing}: set data.corpus or "
+                    + ", ".join(f"data.{k}_path" for k in missing)
+                )
+            from seqlab.data.corpora.catalog import corpus_files
+
+            corpus = corpus_files(self.config.corpus, self.cache_dir, prepare=prepare)
+            for split in SPLITS:
+                paths.setdefault(split, corpus[split])
+        self._paths = paths
+        return paths
+
+    # ---- tokenizer ------------------------------------------------------------------------
+    def load_tokenizer(self, model_path: Path | None = None) -> SentencePieceTokenizer:
+        """Loads ``model_path`` if given, else trains (or reuses) one on the training pairs."""
+        if model_path is not None and model_path.exists():
+            self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
+            self.tokenizer_path = model_path
+            return self.tokenizer
+        pairs = self._read("train")
+        texts = [s for s, _ in pairs] + [t for _, t in pairs]
+        self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece(
+            self.config.tokenizer, texts, self.cache_dir / "tokenizers"
+        )
+        return self.tokenizer
+
+    # ---- examples -------------------------------------------------------------------------
+    def _read(self, split: str) -> list[tuple[str, str]]:
+        pairs = read_text_pairs(self.paths()[split])
+        limit = self.config.train_limit if split == "train" else self.config.eval_limit
+        return pairs[:limit] if limit > 0 else pairs
+
+    def examples(self, split: str) -> MTExamples:
+        """Tokenized pairs of ``split``; training pairs over ``max_length`` are dropped."""
+        if self.tokenizer is None:
+            raise RuntimeError("call load_tokenizer() first")
+        pairs = self._read(split)
+        src = self.tokenizer.encode_batch([s for s, _ in pairs])
+        tgt = self.tokenizer.encode_batch([t for _, t in pairs])
+        keep = range(len(pairs))
+        if split == "train":
+            limit = self.config.max_length
+            keep = [i for i in keep if len(src[i]) < limit and len(tgt[i]) < limit]
+        return MTExamples(
+            source_ids=[src[i] + [EOS_ID] for i in keep],
+            target_ids=[tgt[i] for i in keep],
+            source_text=[pairs[i][0] for i in keep],
+            target_text=[pairs[i][1] for i in keep],
+        )
+
+    def train_stream(self, examples: MTExamples, seed: int) -> BatchStream:
+        return BatchStream(examples.lengths(), self.config.max_tokens, seed)
+
+    def eval_batches(self, examples: MTExamples) -> list[list[int]]:
+        """Deterministic, length-sorted batches covering every example once."""
+        return make_batches(
+            examples.lengths(), self.config.eval_max_tokens, seed=0, epoch=0, shuffle=False
+        )
+
+
+def collate(examples: MTExamples, indices: list[int]) -> NestedMap:
+    """Pads the chosen examples into a batch.
+
+    Returns:
+      NestedMap with src_ids [B, S], src_paddings [B, S], tgt_in_ids [B, T] (BOS + target),
+      tgt_out_ids [B, T] (target + EOS), tgt_paddings [B, T] (float, 1.0 = pad), and the
+      raw ``src_text`` / ``tgt_text`` lists and ``indices``.
+    """
+    src = [examples.source_ids[i] for i in indices]
+    tgt = [examples.target_ids[i] for i in indices]
+    s_len = max(len(x) for x in src)
+    t_len = max(len(x) for x in tgt) + 1
+    b = len(indices)
+    src_ids = torch.full((b, s_len), PAD_ID, dtype=torch.long)
+    tgt_in = torch.full((b, t_len), PAD_ID, dtype=torch.long)
+    tgt_out = torch.full((b, t_len), PAD_ID, dtype=torch.long)
+    for row, (s, t) in enumerate(zip(src, tgt)):
+        src_ids[row, : len(s)] = torch.tensor(s)
+        tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
+        tgt_out[row, : len(t) + 1] = torch.tensor(t + [EOS_ID])
+    src_lengths = torch.tensor([len(s) for s in src])
+    tgt_lengths = torch.tensor([len(t) + 1 for t in tgt])
+    return NestedMap(
+        src_ids=src_ids,
+        src_paddings=lengths_to_paddings(src_lengths, s_len),
+        tgt_in_ids=tgt_in,
+        tgt_out_ids=tgt_out,
+        tgt_paddings=lengths_to_paddings(tgt_lengths, t_len),
+        src_text=[examples.source_text[i] for i in indices],
+        tgt_text=[examples.target_text[i] for i in indices],
+        indices=list(indices),
+    )
+
+
+# Batches are built by the data object so that runners stay task-agnostic.
+MTData.collate = staticmethod(collate)  # type: ignore[attr-defined]

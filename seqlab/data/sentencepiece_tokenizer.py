@@ -1,0 +1,113 @@
+"""SentencePiece tokenizer, trained once on the training text and cached by content hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+from seqlab.core.config import Config, Configurable, param
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class SentencePieceTokenizer(Configurable):
+    """A SentencePiece model with pad=0, unk=1, bos=2, eos=3."""
+
+    @dataclasses.dataclass
+    class Config(Config):
+        vocab_size: int = param(8000, doc="Number of pieces (shared by source and target).")
+        model_type: str = param("unigram", doc="SentencePiece algorithm: unigram or bpe.")
+        character_coverage: float = param(1.0, doc="Fraction of characters covered.")
+        model_path: str = param("", doc="An existing .model file; empty = train on the data.")
+        max_training_sentences: int = param(
+            2_000_000, doc="Sentences sampled to train the model (SentencePiece input limit)."
+        )
+
+    def __init__(self, config: Config, processor: spm.SentencePieceProcessor) -> None:
+        self.config = config
+        self.processor = processor
+        if processor.pad_id() != PAD_ID or processor.eos_id() != EOS_ID:
+            raise ValueError("SentencePiece model must use pad=0, unk=1, bos=2, eos=3")
+
+    @classmethod
+    def load(cls, config: Config, model_path: str | Path) -> SentencePieceTokenizer:
+        """Loads a trained model file."""
+        processor = spm.SentencePieceProcessor(model_file=str(model_path))
+        return cls(config, processor)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> piece ids (no BOS/EOS)."""
+        return self.processor.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.processor.encode(texts)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Piece ids -> text; ids at or after EOS and special ids are dropped."""
+        out: list[int] = []
+        for i in ids:
+            if i == EOS_ID:
+                break
+            if i > EOS_ID:
+                out.append(int(i))
+        return self.processor.decode(out)
+
+
+def train_or_load_sentencepiece(
+    config: SentencePieceTokenizer.Config, texts: list[str], cache_dir: Path
+) -> tuple[SentencePieceTokenizer, Path]:
+    """Returns the tokenizer and its model path, training it on ``texts`` unless cached.
+
+    The cache key is the hash of the training text and the config, so the same data and
+    settings reuse the same model.
+    """
+    if config.model_path:
+        return SentencePieceTokenizer.load(config, config.model_path), Path(config.model_path)
+    digest = hashlib.sha256()
+    digest.update(repr(dataclasses.astuple(config)).encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\n")
+    key = digest.hexdigest()[:16]
+    model_path = cache_dir / f"spm-{config.model_type}-{config.vocab_size}-{key}.model"
+    if not model_path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        stream = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=stream,
+            vocab_size=config.vocab_size,
+            model_type=config.model_type,
+            character_coverage=config.character_coverage,
+            input_sentence_size=config.max_training_sentences,
+            shuffle_input_sentence=True,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+        tmp = model_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(stream.getvalue())
+        os.replace(tmp, model_path)
+    return SentencePieceTokenizer.load(config, model_path), model_path
+
+
+def copy_model(model_path: Path, dest: Path) -> None:
+    """Copies a model file next to a run (so a logdir is self-contained)."""
+    if not dest.exists() or dest.read_bytes() != model_path.read_bytes():
+        tmp = dest.with_suffix(".tmp")
+        shutil.copyfile(model_path, tmp)
+        os.replace(tmp, dest)

@@ -1,0 +1,1 @@
+"""Registered experiments. Library code never imports these modules."""

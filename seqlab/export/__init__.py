@@ -1,0 +1,1 @@
+"""Export and inference: Predictor, torch.export / ONNX."""

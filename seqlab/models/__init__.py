@@ -1,0 +1,1 @@
+"""Tasks: models with their loss, decoding and metrics."""

@@ -1,0 +1,49 @@
+"""The Task contract: everything the runners need from a model, and nothing more."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from seqlab.core.layer import Layer
+from seqlab.core.nested_map import NestedMap
+
+# A metric is (value, weight): runners average values weighted by weights across batches.
+Metrics = dict[str, tuple[float, float]]
+
+
+class Task(Layer):
+    """A model plus its loss, decoding and metrics.
+
+    Runners call ``compute_predictions`` and ``compute_loss`` to train and evaluate, and
+    ``decode``, ``process_decode_out`` and ``decode_metrics`` to decode and score. A new task
+    implements these five methods and needs no runner change.
+    """
+
+    @dataclasses.dataclass
+    class Config(Layer.Config):
+        """No fields of its own."""
+
+    def bind_data(self, data: Any) -> None:
+        """Gives the task the input pipeline (e.g. its tokenizer for detokenizing)."""
+        self.data = data
+
+    def compute_predictions(self, batch: NestedMap) -> NestedMap:
+        raise NotImplementedError
+
+    def compute_loss(self, batch: NestedMap, predictions: NestedMap) -> tuple[torch.Tensor, Metrics]:
+        """Returns the scalar loss to minimize and weighted metrics."""
+        raise NotImplementedError
+
+    def decode(self, batch: NestedMap) -> NestedMap:
+        raise NotImplementedError
+
+    def process_decode_out(self, batch: NestedMap, decode_out: NestedMap) -> list[dict[str, Any]]:
+        """One JSON-friendly dict per example (e.g. source, hypothesis, reference)."""
+        raise NotImplementedError
+
+    def decode_metrics(self, results: list[dict[str, Any]]) -> dict[str, float | str]:
+        """Corpus-level metrics over all processed decode results."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Runners: trainer, evaler, decoder, checkpoints, optimizers, summaries."""

@@ -1,0 +1,32 @@
+"""The evaler: teacher-forced loss and metrics of a checkpoint on a dataset."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from seqlab.train.metrics_accumulator import MetricsAccumulator
+from seqlab.train.run_context import RunContext
+
+
+@torch.no_grad()
+def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> dict[str, float]:
+    """Averages the task's loss metrics over every batch of ``dataset``.
+
+    Returns:
+      Metric name -> weighted mean (e.g. ``loss``, ``log_pplx``).
+    """
+    task, data = context.task, context.data
+    examples = data.examples(dataset)
+    was_training = task.training
+    task.eval()
+    accumulator = MetricsAccumulator()
+    for indices in tqdm(
+        data.eval_batches(examples), desc=f"eval {dataset}", leave=False, disable=not show_progress
+    ):
+        batch = data.collate(examples, indices)
+        predictions = task.compute_predictions(batch)
+        _, metrics = task.compute_loss(batch, predictions)
+        accumulator.add(metrics)
+    task.train(was_training)
+    return accumulator.means()

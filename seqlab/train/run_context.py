@@ -1,0 +1,92 @@
+"""What every runner builds from an experiment config and a logdir: data, tokenizer, task."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqlab.core.config import Config
+from seqlab.core.registry import get_experiment
+from seqlab.data.sentencepiece_tokenizer import copy_model
+from seqlab.models.base import Task
+from seqlab.train.experiment import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_JSON = "config.json"
+TOKENIZER_FILE = "spm.model"
+
+
+class LogdirError(FileNotFoundError):
+    """A logdir lacks what a runner needs; the message says which command makes it."""
+
+
+@dataclass
+class RunContext:
+    """The pieces of a run shared by the trainer, evaler, decoder and predictor."""
+
+    config: ExperimentConfig
+    logdir: Path
+    data: Any
+    task: Task
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.logdir / "checkpoints"
+
+
+def write_config_files(config: ExperimentConfig, logdir: Path) -> None:
+    """Writes config.txt, config_diff.txt (against the registered preset) and config.json."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    preset = get_experiment(config.name)
+    files = {
+        "config.txt": config.to_text(),
+        "config_diff.txt": config.diff(preset) or "# identical to the registered preset\n",
+        CONFIG_JSON: json.dumps(config.to_dict(), indent=1, sort_keys=True) + "\n",
+    }
+    for name, text in files.items():
+        tmp = logdir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, logdir / name)
+
+
+def read_logdir_config(logdir: Path) -> ExperimentConfig:
+    """The config a logdir was trained with."""
+    path = logdir / CONFIG_JSON
+    if not path.exists():
+        raise LogdirError(
+            f"{path} not found: is {logdir} a training logdir? "
+            f"(`seqlab train --experiment NAME --logdir {logdir}` creates it)"
+        )
+    config = Config.from_dict(json.loads(path.read_text()))
+    assert isinstance(config, ExperimentConfig)
+    return config
+
+
+def build_context(config: ExperimentConfig, logdir: Path, train_tokenizer: bool) -> RunContext:
+    """Seeds torch, prepares the data and tokenizer, and builds the task.
+
+    The tokenizer is kept in the logdir (``spm.model``) so that a logdir is self-contained.
+    """
+    if config.trainer.num_threads > 0:
+        torch.set_num_threads(config.trainer.num_threads)
+    torch.manual_seed(config.seed)
+    data = config.data.build()
+    tokenizer_path = logdir / TOKENIZER_FILE
+    if tokenizer_path.exists():
+        data.load_tokenizer(tokenizer_path)
+    elif train_tokenizer:
+        data.load_tokenizer()
+        logdir.mkdir(parents=True, exist_ok=True)
+        copy_model(data.tokenizer_path, tokenizer_path)
+    else:
+        raise LogdirError(f"{tokenizer_path} not found; train in {logdir} first")
+    task = config.task.build()
+    task.bind_data(data)
+    return RunContext(config=config, logdir=logdir, data=data, task=task)

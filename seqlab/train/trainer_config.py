@@ -1,0 +1,34 @@
+"""Config of the training loop (optimizer, schedule, intervals, checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from seqlab.core.config import Config, param
+from seqlab.train.optim import Adam, LearningRateSchedule
+
+
+@dataclasses.dataclass
+class TrainerConfig(Config):
+    """How to train: steps, optimizer, schedule, clipping, intervals and checkpoints."""
+
+    max_steps: int = param(10000, doc="Total optimizer updates.")
+    optimizer: Adam.Config = param(Adam.Config(), doc="Optimizer.")
+    schedule: LearningRateSchedule.Config = param(
+        LearningRateSchedule.Config(), doc="Learning-rate schedule."
+    )
+    clip_gradient_norm: float = param(1.0, doc="Clip the global gradient norm (0 = off).")
+    log_every_steps: int = param(20, doc="Write train summaries every N steps.")
+    checkpoint_every_steps: int = param(500, doc="Save a checkpoint every N steps (0 = off).")
+    checkpoint_every_seconds: float = param(600.0, doc="Also save after this many seconds.")
+    keep_checkpoints: int = param(5, doc="Keep the newest K checkpoints.")
+    eval_every_steps: int = param(1000, doc="Evaluate dev loss every N steps (0 = off).")
+    decode_every_steps: int = param(2000, doc="Decode dev and score every N steps (0 = off).")
+    eval_datasets: tuple[str, ...] = param(("dev",), doc="Splits evaluated during training.")
+    decode_datasets: tuple[str, ...] = param(("dev",), doc="Splits decoded during training.")
+    decode_limit: int = param(0, doc="Decode only the first N examples in-training (0 = all).")
+    num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
+    nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")
+    average_last_checkpoints: int = param(
+        0, doc="Final model = average of the last N checkpoints' weights (0 = off)."
+    )
