@@ -6,6 +6,7 @@ checkpoint, including the position in the data stream and every random generator
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -26,6 +27,15 @@ from seqlab.train.run_context import RunContext, build_context, write_config_fil
 from seqlab.train.summaries import Summaries
 
 log = logging.getLogger(__name__)
+
+
+def autocast(mixed_precision: str) -> contextlib.AbstractContextManager:
+    """CPU autocast for ``mixed_precision`` ("none" or "bfloat16")."""
+    if mixed_precision == "none":
+        return contextlib.nullcontext()
+    if mixed_precision == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    raise ValueError(f"trainer.mixed_precision {mixed_precision!r}; expected none or bfloat16")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -119,8 +129,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.task.train()
-        predictions = self.task.compute_predictions(batch)
-        loss, metrics = self.task.compute_loss(batch, predictions)
+        with autocast(tc.mixed_precision):
+            predictions = self.task.compute_predictions(batch)
+            loss, metrics = self.task.compute_loss(batch, predictions)
         problem = self._check_finite(loss, None)
         grad_norm = None
         if problem is None:

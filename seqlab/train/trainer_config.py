@@ -27,6 +27,9 @@ class TrainerConfig(Config):
     eval_datasets: tuple[str, ...] = param(("dev",), doc="Splits evaluated during training.")
     decode_datasets: tuple[str, ...] = param(("dev",), doc="Splits decoded during training.")
     decode_limit: int = param(0, doc="Decode only the first N examples in-training (0 = all).")
+    mixed_precision: str = param(
+        "none", doc="Autocast dtype for forward/backward: none or bfloat16 (weights stay fp32)."
+    )
     num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
     nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")
     average_last_checkpoints: int = param(

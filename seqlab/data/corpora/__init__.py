@@ -1,0 +1,1 @@
+"""Preparers for the built-in corpora (see DATA.md): download, clean, split, cache."""

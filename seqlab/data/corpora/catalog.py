@@ -1,0 +1,40 @@
+"""The built-in corpora by name, and where their prepared files live in the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from seqlab.data.corpora.bible import prepare_bible_pair
+
+# name -> function(out_dir) that prepares train/dev/test files and returns their paths.
+_PARALLEL: dict[str, Callable[[Path], dict[str, Path]]] = {
+    "bible_en_es": lambda out: prepare_bible_pair("engKJV2006eb", "spaRV1909eb", out),
+}
+
+
+def known_corpora() -> list[str]:
+    return sorted(_PARALLEL)
+
+
+def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, Path]:
+    """Paths of the train/dev/test files of corpus ``name``, preparing them if needed.
+
+    Raises:
+      KeyError: for an unknown corpus name, listing the known ones.
+      FileNotFoundError: if the files are missing and ``prepare`` is False, naming the
+        command that prepares them.
+    """
+    if name not in _PARALLEL:
+        raise KeyError(f"unknown corpus '{name}'; built-in corpora: {', '.join(known_corpora())}")
+    out_dir = cache_dir / "corpora" / name
+    if not prepare:
+        files = {split: out_dir / f"{split}.tsv" for split in ("train", "dev", "test")}
+        missing = [str(p) for p in files.values() if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"corpus '{name}' is not prepared ({missing[0]} missing); "
+                f"run `seqlab data prepare {name}`"
+            )
+        return files
+    return _PARALLEL[name](out_dir)

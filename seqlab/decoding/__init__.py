@@ -1,0 +1,1 @@
+"""Decoding from incremental models: batched beam search and greedy search."""

@@ -1,0 +1,1 @@
+"""Neural network layers: embeddings, attention, feed-forward, Transformer stacks and losses."""

@@ -1,0 +1,67 @@
+"""Label-smoothed cross entropy over padded token sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.nn import functional as F
+
+from seqlab.core.config import ConfigError, param
+from seqlab.core.layer import Layer
+from seqlab.core.nested_map import NestedMap
+
+
+class LabelSmoothedCrossEntropy(Layer):
+    """Cross entropy against a smoothed target distribution, averaged over real tokens.
+
+    Uses fairseq's formula: the label gets ``1 - epsilon`` and every other class
+    ``epsilon / (V - 1)``, so the per-token loss is
+    ``(1 - epsilon - eps_i) * nll + eps_i * sum_v(-log p_v)`` with ``eps_i = epsilon / (V - 1)``.
+    """
+
+    @dataclasses.dataclass
+    class Config(Layer.Config):
+        label_smoothing: float = param(0.1, doc="Probability mass epsilon moved off the label.")
+
+    config: Config
+
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, paddings: torch.Tensor
+    ) -> NestedMap:
+        """Computes the loss.
+
+        Args:
+          logits: [B, T, V] unnormalized scores (computed in float32).
+          labels: [B, T] integer labels; values at padded positions are ignored.
+          paddings: [B, T], 1.0 = pad; padded positions contribute nothing.
+
+        Returns:
+          NestedMap with
+            loss: scalar, smoothed loss summed over real tokens / number of real tokens
+              (0 when there are none).
+            nll_sum: scalar, unsmoothed negative log-likelihood summed over real tokens.
+            num_tokens: scalar float, number of real tokens.
+        """
+        epsilon = self.config.label_smoothing
+        vocab_size = logits.shape[-1]
+        padded = paddings > 0.5
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        safe_labels = labels.masked_fill(padded, 0)
+        nll = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+        if epsilon > 0.0:
+            if vocab_size < 2:
+                raise ConfigError(
+                    f"label_smoothing={epsilon} needs a vocabulary of at least 2, got {vocab_size}"
+                )
+            eps_i = epsilon / (vocab_size - 1)
+            smooth = -log_probs.sum(dim=-1)
+            per_token = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+        else:
+            per_token = nll
+        num_tokens = (~padded).sum().to(per_token.dtype)
+        return NestedMap(
+            loss=per_token.masked_fill(padded, 0.0).sum() / num_tokens.clamp(min=1.0),
+            nll_sum=nll.masked_fill(padded, 0.0).sum(),
+            num_tokens=num_tokens,
+        )

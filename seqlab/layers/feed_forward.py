@@ -1,0 +1,50 @@
+"""Position-wise feed-forward block of a Transformer layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from torch import nn
+
+from seqlab.core.config import ConfigError, param
+from seqlab.core.layer import Layer
+
+
+class FeedForward(Layer):
+    """``linear(D -> H) -> activation -> dropout -> linear(H -> D)`` at every position."""
+
+    @dataclasses.dataclass
+    class Config(Layer.Config):
+        model_dim: int = param(512, doc="Input and output width D.")
+        hidden_dim: int = param(2048, doc="Inner width H.")
+        activation: Literal["relu", "gelu"] = param(
+            "relu", doc="Nonlinearity after the first projection."
+        )
+        dropout_prob: float = param(0.0, doc="Dropout on the hidden activations.")
+        bias: bool = param(True, doc="Whether the projections have biases.")
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        if config.activation not in ("relu", "gelu"):
+            raise ConfigError(
+                f"FeedForward.activation must be 'relu' or 'gelu', got {config.activation!r}"
+            )
+        self.input_proj = nn.Linear(config.model_dim, config.hidden_dim, bias=config.bias)
+        self.output_proj = nn.Linear(config.hidden_dim, config.model_dim, bias=config.bias)
+        self.activation = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.dropout = nn.Dropout(config.dropout_prob)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Applies the block.
+
+        Args:
+          inputs: [B, T, D].
+
+        Returns:
+          [B, T, D].
+        """
+        return self.output_proj(self.dropout(self.activation(self.input_proj(inputs))))

@@ -1,0 +1,287 @@
+"""Tests for seqlab.layers.transformer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqlab.core.config import ConfigError
+from seqlab.core.nested_map import NestedMap
+from seqlab.layers.attention import MultiHeadAttention
+from seqlab.layers.transformer import (
+    TransformerDecoder,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    decoder_config,
+    encoder_config,
+)
+
+B, S, T, D, H = 3, 6, 5, 8, 2
+
+
+def _paddings(lengths: list[int], max_length: int) -> torch.Tensor:
+    return (torch.arange(max_length)[None, :] >= torch.tensor(lengths)[:, None]).float()
+
+
+def _encoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerEncoder:
+    torch.manual_seed(0)
+    config = encoder_config(
+        num_layers=2,
+        model_dim=D,
+        num_heads=H,
+        hidden_dim=16,
+        dropout_prob=dropout_prob,
+        norm_first=norm_first,
+    )
+    return config.build()
+
+
+def _decoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerDecoder:
+    torch.manual_seed(0)
+    config = decoder_config(
+        num_layers=2,
+        model_dim=D,
+        num_heads=H,
+        hidden_dim=16,
+        dropout_prob=dropout_prob,
+        attention_dropout_prob=dropout_prob,
+        ffn_dropout_prob=dropout_prob,
+        norm_first=norm_first,
+    )
+    return config.build()
+
+
+def _decoder_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    targets = torch.randn(B, T, D)
+    target_paddings = _paddings([5, 3, 4], T)
+    encoder_outputs = torch.randn(B, S, D)
+    encoder_paddings = _paddings([6, 2, 4], S)
+    return targets, target_paddings, encoder_outputs, encoder_paddings
+
+
+def _replace_padded(x: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
+    return torch.where(paddings[..., None] > 0, torch.randn_like(x) * 100, x)
+
+
+# ---- encoder ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_encoder_shapes_and_padding_invariance(norm_first: bool) -> None:
+    encoder = _encoder(norm_first)
+    inputs, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    out = encoder(inputs, paddings)
+    assert out.shape == (B, S, D)
+    assert out[paddings > 0].abs().sum() == 0
+    torch.testing.assert_close(encoder(_replace_padded(inputs, paddings), paddings), out)
+
+
+def test_encoder_final_norm_only_for_pre_ln() -> None:
+    assert isinstance(_encoder(True).final_norm, torch.nn.LayerNorm)
+    assert _encoder(False).final_norm is None
+
+
+def test_encoder_gradients_reach_every_parameter() -> None:
+    encoder = _encoder(dropout_prob=0.1)
+    inputs = torch.randn(B, S, D, requires_grad=True)
+    encoder(inputs, _paddings([6, 2, 4], S)).square().sum().backward()
+    for name, p in encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert inputs.grad.abs().sum() > 0
+
+
+def test_encoder_state_dict_round_trip() -> None:
+    encoder = _encoder()
+    other = encoder.config.build()
+    other.load_state_dict(encoder.state_dict())
+    inputs, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    torch.testing.assert_close(other(inputs, paddings), encoder(inputs, paddings))
+
+
+def test_encoder_layer_single_layer_pre_ln_math() -> None:
+    torch.manual_seed(0)
+    layer = encoder_config(num_layers=1, model_dim=D, num_heads=H, hidden_dim=16).layer.build()
+    layer.eval()
+    x, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    h = layer.self_attention_norm(x)
+    x1 = x + layer.self_attention(h, h, paddings)
+    expected = x1 + layer.ffn(layer.ffn_norm(x1))
+    torch.testing.assert_close(layer(x, paddings), expected)
+
+
+def test_mismatched_child_dims_are_an_error() -> None:
+    config = encoder_config(num_layers=1, model_dim=D, num_heads=H, hidden_dim=16).layer
+    config.self_attention.model_dim = 2 * D
+    with pytest.raises(ConfigError, match=r"self_attention\.model_dim"):
+        config.build()
+
+
+def test_built_config_is_the_printed_config() -> None:
+    config = decoder_config(num_layers=2, model_dim=D, num_heads=H, hidden_dim=16)
+    text = config.to_text()
+    decoder = config.build()
+    assert decoder.config.to_text() == text
+    assert decoder.layers[0].config.to_text() == config.layer.to_text()
+
+
+def test_default_configs_build_consistently() -> None:
+    layer_config = TransformerEncoderLayer.Config()
+    assert layer_config.self_attention == MultiHeadAttention.Config()
+    assert layer_config.ffn.model_dim == layer_config.model_dim
+
+
+# ---- decoder ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_decoder_shapes_and_padding_invariance(norm_first: bool) -> None:
+    decoder = _decoder(norm_first)
+    targets, target_paddings, encoder_outputs, encoder_paddings = _decoder_inputs()
+    out = decoder(targets, target_paddings, encoder_outputs, encoder_paddings)
+    assert out.shape == (B, T, D)
+    assert out[target_paddings > 0].abs().sum() == 0
+    changed = decoder(
+        _replace_padded(targets, target_paddings),
+        target_paddings,
+        _replace_padded(encoder_outputs, encoder_paddings),
+        encoder_paddings,
+    )
+    torch.testing.assert_close(changed, out)
+
+
+def test_decoder_is_causal() -> None:
+    decoder = _decoder()
+    targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    no_paddings = torch.zeros(B, T)
+    changed = targets.clone()
+    changed[:, 3:] = torch.randn(B, T - 3, D)
+    out = decoder(targets, no_paddings, encoder_outputs, encoder_paddings)
+    out_changed = decoder(changed, no_paddings, encoder_outputs, encoder_paddings)
+    torch.testing.assert_close(out[:, :3], out_changed[:, :3])
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("return_attention", [False, True])
+def test_extend_step_equals_forward(norm_first: bool, return_attention: bool) -> None:
+    decoder = _decoder(norm_first, dropout_prob=0.1).eval()
+    targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    with torch.no_grad():
+        expected = decoder(targets, torch.zeros(B, T), encoder_outputs, encoder_paddings)
+        state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T + 1)
+        pointers = (state.self_key.data_ptr(), state.self_value.data_ptr())
+        for t in range(T):
+            assert state.step == t
+            out, state, probs = decoder.extend_step(
+                state, targets[:, t : t + 1], return_attention=return_attention
+            )
+            assert out.shape == (B, 1, D)
+            torch.testing.assert_close(out, expected[:, t : t + 1], atol=1e-5, rtol=1e-5)
+            if return_attention:
+                assert probs.shape == (B, S)
+                torch.testing.assert_close(probs.sum(-1), torch.ones(B))
+                assert probs[encoder_paddings > 0].abs().sum() == 0
+            else:
+                assert probs is None
+    assert state.step == T
+    assert (state.self_key.data_ptr(), state.self_value.data_ptr()) == pointers
+    assert state.self_key[:, :, :, T:].abs().sum() == 0
+
+
+def test_state_layout_is_batch_major() -> None:
+    decoder = _decoder()
+    _, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=7)
+    assert isinstance(state, NestedMap)
+    assert state.self_key.shape == (B, 2, H, 7, D // H)
+    assert state.cross_key.shape == (B, 2, H, S, D // H)
+    for key, value in state.flatten():
+        if isinstance(value, torch.Tensor):
+            assert value.shape[0] == B, key
+
+
+def test_extend_step_attention_probs_match_full_forward() -> None:
+    decoder = _decoder().eval()
+    targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    cross_attention = decoder.layers[-1].cross_attention
+    recorded: list[torch.Tensor] = []
+
+    def recording_forward(
+        query: torch.Tensor,
+        key_value: torch.Tensor,
+        key_paddings: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        key, value = cross_attention.project_key_value(key_value)
+        out, probs = cross_attention.attend_with_probs(query, key, value, key_paddings)
+        recorded.append(probs)
+        return out
+
+    with torch.no_grad():
+        state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T)
+        step_probs = []
+        for t in range(T):
+            _, state, probs = decoder.extend_step(
+                state, targets[:, t : t + 1], return_attention=True
+            )
+            step_probs.append(probs)
+        cross_attention.forward = recording_forward
+        decoder(targets, torch.zeros(B, T), encoder_outputs, encoder_paddings)
+    torch.testing.assert_close(torch.stack(step_probs, 1), recorded[0], atol=1e-5, rtol=1e-5)
+
+
+def test_extend_step_past_max_length_is_an_error() -> None:
+    decoder = _decoder().eval()
+    _, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=1)
+    with torch.no_grad():
+        _, state, _ = decoder.extend_step(state, torch.randn(B, 1, D))
+        with pytest.raises(ValueError, match="max_length"):
+            decoder.extend_step(state, torch.randn(B, 1, D))
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [[2, 0, 1], [0, 0, 1, 1, 2, 2], [1, 1]],
+    ids=["permute", "expand", "shrink"],
+)
+def test_reorder_state(indices: list[int]) -> None:
+    decoder = _decoder().eval()
+    targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    index = torch.tensor(indices)
+    split = 2
+    with torch.no_grad():
+        expected = decoder(
+            targets[index],
+            torch.zeros(len(indices), T),
+            encoder_outputs[index],
+            encoder_paddings[index],
+        )
+        state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T)
+        for t in range(split):
+            _, state, _ = decoder.extend_step(state, targets[:, t : t + 1])
+        state = decoder.reorder_state(state, index)
+        assert state.step == split
+        assert state.self_key.shape[0] == len(indices)
+        for t in range(split, T):
+            out, state, _ = decoder.extend_step(state, targets[index, t : t + 1])
+            torch.testing.assert_close(out, expected[:, t : t + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_gradients_reach_every_parameter() -> None:
+    decoder = _decoder(dropout_prob=0.1)
+    targets, target_paddings, encoder_outputs, encoder_paddings = _decoder_inputs()
+    targets.requires_grad_(True)
+    encoder_outputs.requires_grad_(True)
+    decoder(targets, target_paddings, encoder_outputs, encoder_paddings).square().sum().backward()
+    for name, p in decoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert targets.grad.abs().sum() > 0 and encoder_outputs.grad.abs().sum() > 0
+
+
+def test_decoder_state_dict_round_trip() -> None:
+    decoder = _decoder()
+    other = decoder.config.build()
+    other.load_state_dict(decoder.state_dict())
+    inputs = _decoder_inputs()
+    torch.testing.assert_close(other(*inputs), decoder(*inputs))
