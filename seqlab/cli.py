@@ -153,8 +153,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         job = f"decode_{args.dataset}"
         hyps, score = write_decode_outputs(Path(args.logdir) / job, step, results, metrics)
         summaries.scalars(job, step, metrics)
-        print(f"step {step} {args.dataset}: " + json.dumps(metrics, ensure_ascii=False))
-        print(f"hypotheses: {hyps}\nscore: {score}")
+        shown = " ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+        )
+        print(f"[seqlab] decode {args.dataset} at step {step}: {shown}")
+        print(f"[seqlab] hypotheses: {hyps}\n[seqlab] score: {score}")
 
     return _follow_loop(args, "decode", process)
 

@@ -35,9 +35,14 @@ def param(default: Any = dataclasses.MISSING, doc: str = "", **kwargs: Any) -> A
     Mutable defaults (configs, lists, dicts) are copied per instance automatically.
     """
     metadata = {"doc": doc}
-    if default is not dataclasses.MISSING and isinstance(default, Config | list | dict | set):
+    if default is not dataclasses.MISSING and (
+        isinstance(default, Config | list | dict | set)
+        or (isinstance(default, tuple) and any(isinstance(v, Config) for v in default))
+    ):
         proto = default
-        return dataclasses.field(default_factory=lambda: _deep_copy(proto), metadata=metadata, **kwargs)
+        return dataclasses.field(
+            default_factory=lambda: _deep_copy(proto), metadata=metadata, **kwargs
+        )
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -46,6 +51,8 @@ def _deep_copy(value: Any) -> Any:
         return value.copy()
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_deep_copy(v) for v in value)
     if isinstance(value, dict):
         return {k: _deep_copy(v) for k, v in value.items()}
     if isinstance(value, set):
@@ -169,7 +176,9 @@ class Config:
             if name == _CLASS_KEY:
                 continue
             if name not in names:
-                raise ConfigError(f"{cls.__qualname__} has no field '{name}' (config from another version?)")
+                raise ConfigError(
+                    f"{cls.__qualname__} has no field '{name}' (config from another version?)"
+                )
             if isinstance(value, dict) and _CLASS_KEY in value:
                 kwargs[name] = Config.from_dict(value)
             else:
@@ -290,8 +299,13 @@ def parse_value(text: str, hint: Any, key: str = "") -> Any:
         raise fail(f"one of {names}")
     if origin is typing.Literal:
         choices = typing.get_args(inner)
+        stripped = text.strip()
+        # Accept string choices quoted, as to_text prints them.
+        quoted = len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\""
         for choice in choices:
-            if str(choice) == text.strip():
+            if str(choice) == stripped or (
+                isinstance(choice, str) and quoted and choice == stripped[1:-1]
+            ):
                 return choice
         raise fail(f"one of {list(choices)}")
     if origin in (tuple, list):
@@ -300,9 +314,11 @@ def parse_value(text: str, hint: Any, key: str = "") -> Any:
         stripped = text.strip()
         if stripped.startswith(("(", "[")):
             try:
-                items = list(ast.literal_eval(stripped))
+                literal = ast.literal_eval(stripped)
             except (ValueError, SyntaxError):
                 raise fail(f"a {origin.__name__} of {_type_name(elem)}") from None
+            # "(3)" evaluates to 3, not a tuple; read it as one element.
+            items = list(literal) if isinstance(literal, tuple | list) else [literal]
             parsed = [parse_value(str(x), elem, key) for x in items]
         elif stripped == "":
             parsed = []

@@ -57,6 +57,8 @@ class BatchStream:
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int) -> None:
+        if len(lengths) == 0:
+            raise ValueError("BatchStream needs at least one example; the dataset is empty")
         self.lengths = list(lengths)
         self.max_tokens = max_tokens
         self.seed = seed

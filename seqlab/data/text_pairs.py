@@ -30,9 +30,12 @@ def read_text_pairs(path: str | Path) -> list[tuple[str, str]]:
         for line_no, raw in enumerate(f, start=1):
             where = f"{path}:{line_no}"
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                # utf-8-sig drops the byte-order mark some editors put at the file start.
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise DataFormatError(f"{where}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+                raise DataFormatError(
+                    f"{where}: invalid UTF-8 ({e.reason} at byte {e.start})"
+                ) from None
             if not line.strip():
                 continue
             if is_jsonl:

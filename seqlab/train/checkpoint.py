@@ -75,12 +75,12 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     Raises:
       CheckpointError: when the write fails (e.g. disk full); older checkpoints are untouched.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, "step": step, **payload}, buffer)
     data = buffer.getvalue()
     path = checkpoint_path(directory, step)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, MAGIC + hashlib.sha256(data).digest() + data)
         _write_atomic(directory / "latest", (path.name + "\n").encode())
     except OSError as e:
@@ -116,8 +116,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"refusing checkpoint {path}: it holds more than tensors and plain data "
-            f"({first_line})"
+            f"refusing checkpoint {path}: it holds more than tensors and plain data ({first_line})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

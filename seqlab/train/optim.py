@@ -56,6 +56,9 @@ class LearningRateSchedule(Configurable):
             )
         self.config = config
         self.total_steps = config.total_steps or default_total_steps
+        if config.kind in ("cosine", "linear") and self.total_steps <= 0:
+            # Without it the decay would end right after warm-up, silently.
+            raise ValueError(f"a {config.kind} schedule needs total_steps > 0")
 
     def __call__(self, step: int) -> float:
         """Learning rate for the update numbered ``step`` (1-based)."""

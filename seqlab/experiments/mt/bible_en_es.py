@@ -61,7 +61,11 @@ def transformer_experiment(
 
 @register_experiment("mt.bible_en_es.transformer_small")
 def transformer_small() -> ExperimentConfig:
-    """Sized for the README's main job: trains in about 40 minutes on 2 CPU cores."""
+    """Sized for the README's main job: about 40 minutes of training on 2 CPU cores.
+
+    For a short CPU budget: 3+3 layers of width 256, bfloat16 autocast (about 1.4x faster
+    on CPUs with AVX512-BF16), a short warm-up and a cosine decay to the end of the budget.
+    """
     return transformer_experiment(
         vocab_size=8000,
         num_layers=3,
@@ -71,14 +75,14 @@ def transformer_small() -> ExperimentConfig:
         dropout_prob=0.1,
         max_tokens=4096,
         trainer=TrainerConfig(
-            max_steps=3000,
+            max_steps=1700,
             schedule=LearningRateSchedule.Config(
-                kind="cosine", peak_learning_rate=1e-3, warmup_steps=200, final_fraction=0.05
+                kind="cosine", peak_learning_rate=1.5e-3, warmup_steps=200, final_fraction=0.02
             ),
-            checkpoint_every_steps=250,
-            eval_every_steps=500,
-            decode_every_steps=1000,
-            decode_limit=200,
+            mixed_precision="bfloat16",
+            checkpoint_every_steps=100,
+            eval_every_steps=425,
+            decode_every_steps=850,
         ),
     )
 

@@ -80,7 +80,7 @@ class TransformerMT(Task):
     def compute_loss(self, batch: NestedMap, predictions: NestedMap) -> tuple[torch.Tensor, Metrics]:
         out = self.loss(predictions.logits, batch.tgt_out_ids, batch.tgt_paddings)
         num_tokens = float(out.num_tokens)
-        log_pplx = float(out.nll_sum) / max(num_tokens, 1.0)
+        log_pplx = float(out.nll_sum.detach()) / max(num_tokens, 1.0)
         metrics = {
             "loss": (float(out.loss.detach()), num_tokens),
             "log_pplx": (log_pplx, num_tokens),

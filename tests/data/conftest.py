@@ -1,0 +1,52 @@
+"""Shared test data: small generated English/Spanish sentence pairs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+# Aligned word lists, so each generated pair is a (crude) translation.
+_SUBJECTS = [
+    ("the man", "el hombre"),
+    ("the woman", "la mujer"),
+    ("the king", "el rey"),
+    ("a child", "un nino"),
+    ("the people", "el pueblo"),
+    ("my brother", "mi hermano"),
+]
+_VERBS = [
+    ("sees", "ve"),
+    ("loves", "ama"),
+    ("finds", "encuentra"),
+    ("keeps", "guarda"),
+    ("brings", "trae"),
+    ("hears", "oye"),
+]
+_OBJECTS = [
+    ("the bread", "el pan"),
+    ("the water", "el agua"),
+    ("a small house", "una casa pequena"),
+    ("the old city", "la ciudad vieja"),
+    ("the word", "la palabra"),
+    ("a great light", "una gran luz"),
+]
+_ENDINGS = [("", ""), (" today", " hoy"), (" in the morning", " por la manana")]
+
+
+def make_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``count`` deterministic (english, spanish) sentence pairs."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        parts = [rng.choice(x) for x in (_SUBJECTS, _VERBS, _OBJECTS, _ENDINGS)]
+        english = " ".join(p[0] for p in parts[:3]) + parts[3][0] + "."
+        spanish = " ".join(p[1] for p in parts[:3]) + parts[3][1] + "."
+        pairs.append((english.capitalize(), spanish.capitalize()))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def sentence_pairs() -> Callable[[int, int], list[tuple[str, str]]]:
+    return make_pairs
