@@ -47,7 +47,9 @@ class MTExamples:
 
     def lengths(self) -> list[int]:
         """Per-example max(source, target) length in tokens, including BOS/EOS."""
-        return [max(len(s), len(t) + 1) for s, t in zip(self.source_ids, self.target_ids)]
+        return [
+            max(len(s), len(t) + 1) for s, t in zip(self.source_ids, self.target_ids, strict=True)
+        ]
 
 
 class MTData(Configurable):
@@ -168,7 +170,7 @@ def collate(examples: MTExamples, indices: list[int]) -> NestedMap:
     src_ids = torch.full((b, s_len), PAD_ID, dtype=torch.long)
     tgt_in = torch.full((b, t_len), PAD_ID, dtype=torch.long)
     tgt_out = torch.full((b, t_len), PAD_ID, dtype=torch.long)
-    for row, (s, t) in enumerate(zip(src, tgt)):
+    for row, (s, t) in enumerate(zip(src, tgt, strict=True)):
         src_ids[row, : len(s)] = torch.tensor(s)
         tgt_in[row, : len(t) + 1] = torch.tensor([BOS_ID] + t)
         tgt_out[row, : len(t) + 1] = torch.tensor(t + [EOS_ID])

@@ -380,11 +380,22 @@ class TransformerDecoder(Layer):
           indices: [N] long indices into the batch; N may differ from B.
 
         Returns:
-          A new state with batch size N (the caches are copied, not shared).
+          The state with batch size N. When N equals the current batch size (a beam search
+          step), the self-attention caches are reordered in place and only their filled
+          prefix is copied, so the step costs O(step) rather than O(max_length) and
+          allocates no new cache; the state passed in must not be used afterwards.
         """
-        return state.transform(
-            lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
-        )
+        step = state.step
+        if indices.shape[0] != state.self_key.shape[0] or step == 0:
+            return state.transform(
+                lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
+            )
+        for name in ("self_key", "self_value"):
+            cache = state[name]
+            cache[:, :, :, :step] = cache[:, :, :, :step].index_select(0, indices)
+        for name in ("cross_key", "cross_value", "encoder_paddings"):
+            state[name] = state[name].index_select(0, indices)
+        return state
 
 
 def encoder_config(

@@ -33,7 +33,9 @@ class Task(Layer):
     def compute_predictions(self, batch: NestedMap) -> NestedMap:
         raise NotImplementedError
 
-    def compute_loss(self, batch: NestedMap, predictions: NestedMap) -> tuple[torch.Tensor, Metrics]:
+    def compute_loss(
+        self, batch: NestedMap, predictions: NestedMap
+    ) -> tuple[torch.Tensor, Metrics]:
         """Returns the scalar loss to minimize and weighted metrics."""
         raise NotImplementedError
 

@@ -38,7 +38,7 @@ def decode_dataset(
         for indices in batches:
             batch = data.collate(examples, indices)
             out = task.decode(batch)
-            for index, result in zip(indices, task.process_decode_out(batch, out)):
+            for index, result in zip(indices, task.process_decode_out(batch, out), strict=True):
                 results[index] = result
             bar.update(len(indices))
     task.train(was_training)

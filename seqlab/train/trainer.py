@@ -226,7 +226,9 @@ class Trainer:
                         epoch=self.stream.epoch,
                     )
                     window_tokens, window_start = 0.0, time.time()
-                due_steps = tc.checkpoint_every_steps > 0 and self.step % tc.checkpoint_every_steps == 0
+                due_steps = (
+                    tc.checkpoint_every_steps > 0 and self.step % tc.checkpoint_every_steps == 0
+                )
                 due_time = time.time() - last_save >= tc.checkpoint_every_seconds
                 if due_steps or due_time:
                     self.save()

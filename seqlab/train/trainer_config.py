@@ -32,6 +32,3 @@ class TrainerConfig(Config):
     )
     num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
     nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")
-    average_last_checkpoints: int = param(
-        0, doc="Final model = average of the last N checkpoints' weights (0 = off)."
-    )

@@ -132,6 +132,11 @@ def test_cli_train_eval_decode_infer(cache_dir: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "log_pplx" in out.stdout
 
+    # A follower job on a finished run processes the newest checkpoint and exits.
+    out = run_cli("eval", "--logdir", str(logdir), "--follow", "--poll-seconds", "0.1")
+    assert out.returncode == 0, out.stderr
+    assert (logdir / "eval_dev" / "metrics-00000040.json").exists()
+
     out = run_cli("decode", "--logdir", str(logdir), "--dataset", "test")
     assert out.returncode == 0, out.stderr
     score = json.loads((logdir / "decode_test" / "score-00000040.json").read_text())

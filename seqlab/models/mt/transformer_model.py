@@ -77,7 +77,9 @@ class TransformerMT(Task):
         )
         return NestedMap(logits=self.embedding.logits(decoded))
 
-    def compute_loss(self, batch: NestedMap, predictions: NestedMap) -> tuple[torch.Tensor, Metrics]:
+    def compute_loss(
+        self, batch: NestedMap, predictions: NestedMap
+    ) -> tuple[torch.Tensor, Metrics]:
         out = self.loss(predictions.logits, batch.tgt_out_ids, batch.tgt_paddings)
         num_tokens = float(out.num_tokens)
         log_pplx = float(out.nll_sum.detach()) / max(num_tokens, 1.0)
@@ -90,11 +92,19 @@ class TransformerMT(Task):
 
     # ---- incremental decoding (the beam search's IncrementalModel) -----------------------------
     def extend_step(
-        self, state: NestedMap, ids: torch.Tensor, return_attention: bool = True
+        self, state: NestedMap, ids: torch.Tensor, return_attention: bool | None = None
     ) -> tuple[torch.Tensor, NestedMap, torch.Tensor | None]:
-        """[N] last ids -> ([N, V] next-token log-probs, state, [N, S] attention or None)."""
+        """[N] last ids -> ([N, V] next-token log-probs, state, [N, S] attention or None).
+
+        Attention probabilities cost an explicit softmax; by default they are computed only
+        when the beam search's coverage penalty needs them.
+        """
+        if return_attention is None:
+            return_attention = self.config.beam_search.coverage_penalty_beta > 0
         x = self._embed(ids[:, None], offset=state.step)
-        out, state, attention = self.decoder.extend_step(state, x, return_attention=return_attention)
+        out, state, attention = self.decoder.extend_step(
+            state, x, return_attention=return_attention
+        )
         log_probs = torch.log_softmax(self.embedding.logits(out[:, 0]).float(), dim=-1)
         return log_probs, state, attention
 
@@ -132,10 +142,12 @@ class TransformerMT(Task):
         target = batch.tgt_in_ids[0][batch.tgt_paddings[0] == 0]
         was_training = self.training
         self.eval()
-        state = self.decoder.init_state(self.encode(src_ids, src_paddings), src_paddings, len(target))
+        state = self.decoder.init_state(
+            self.encode(src_ids, src_paddings), src_paddings, len(target)
+        )
         rows = []
         for token in target:
-            _, state, attention = self.extend_step(state, token.view(1))
+            _, state, attention = self.extend_step(state, token.view(1), return_attention=True)
             rows.append(attention[0, :source_length])
         self.train(was_training)
         return torch.stack(rows)
@@ -151,7 +163,7 @@ class TransformerMT(Task):
                 "score": float(score),
             }
             for source, reference, ids, score in zip(
-                batch.src_text, batch.tgt_text, decode_out.ids, decode_out.scores
+                batch.src_text, batch.tgt_text, decode_out.ids, decode_out.scores, strict=True
             )
         ]
 

@@ -34,7 +34,9 @@ def test_extend_step_matches_teacher_forced_logits() -> None:
         encoded = task.encode(batch.src_ids, batch.src_paddings)
         state = task.decoder.init_state(encoded, batch.src_paddings, batch.tgt_in_ids.shape[1])
         for t in range(batch.tgt_in_ids.shape[1]):
-            log_probs, state, attention = task.extend_step(state, batch.tgt_in_ids[:, t])
+            log_probs, state, attention = task.extend_step(
+                state, batch.tgt_in_ids[:, t], return_attention=True
+            )
             real = batch.tgt_paddings[:, t] == 0
             torch.testing.assert_close(log_probs[real], full[real, t], atol=1e-4, rtol=1e-4)
             assert attention is not None
@@ -46,7 +48,7 @@ def test_decode_returns_one_hypothesis_per_example_within_max_length() -> None:
     batch = batch_of([[10, 11, 12, 13], [20, 21]], [[5], [6]])
     out = task.decode(batch)
     assert len(out.ids) == 2 and out.scores.shape == (2,)
-    for ids, source_length in zip(out.ids, (5, 3)):
+    for ids, source_length in zip(out.ids, (5, 3), strict=True):
         assert len(ids) <= 2 * source_length + 10
         assert 3 not in ids  # EOS is stripped
 
