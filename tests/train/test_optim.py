@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def test_warmup_is_linear_from_zero(kind: str) -> None:
     assert schedule(50) == pytest.approx(PEAK / 2)
     assert schedule(100) == pytest.approx(PEAK)
     warmup = [schedule(s) for s in range(1, 101)]
-    assert all(b > a for a, b in zip(warmup, warmup[1:], strict=True))
+    assert all(b > a for a, b in pairwise(warmup))
 
 
 def test_inverse_sqrt() -> None:
@@ -52,7 +53,7 @@ def test_cosine(final_fraction: float) -> None:
     assert schedule(1100) == pytest.approx(final, abs=1e-12)
     assert schedule(5000) == pytest.approx(final, abs=1e-12)
     decay = [schedule(s) for s in range(100, 1200, 10)]
-    assert all(b <= a for a, b in zip(decay, decay[1:], strict=True))
+    assert all(b <= a for a, b in pairwise(decay))
 
 
 @pytest.mark.parametrize("final_fraction", [0.0, 0.2])
