@@ -289,7 +289,13 @@ def parse_value(text: str, hint: Any, key: str = "") -> Any:
     if inner is str:
         stripped = text.strip()
         if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
-            return ast.literal_eval(stripped)
+            try:
+                value = ast.literal_eval(stripped)
+            except (ValueError, SyntaxError):
+                value = None
+            if not isinstance(value, str):
+                raise fail("a str (quoted, it must be one valid string literal)")
+            return value
         return text
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
         names = [m.name for m in inner]

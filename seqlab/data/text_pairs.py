@@ -60,6 +60,8 @@ def _parse_jsonl(line: str, where: str) -> tuple[str, str]:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{where}: invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataFormatError(f"{where}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise DataFormatError(f"{where}: expected a JSON object with 'src' and 'tgt'")
     for key in ("src", "tgt"):

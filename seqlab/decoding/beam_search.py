@@ -1,7 +1,9 @@
 """Batched beam search over any IncrementalModel, with GNMT length and coverage penalties.
 
 All B * K beams advance together: a step is one ``extend_step`` call plus a fixed number of
-tensor ops, whatever B and K are. Beam k of example b lives in row ``b * K + k``.
+tensor ops, whatever B and K are. Beam k of example b lives in row ``b * K + k``: the search
+expands the model's state once with ``expand_state``, and ``reorder_state`` then only moves
+beams within their example.
 
 Live beams all have the same length, so they are ranked by their log-prob. A hypothesis that
 ends in EOS gets its final score (Wu et al. 2016, "Google's Neural Machine Translation System")
@@ -183,7 +185,7 @@ class BeamSearch(Configurable):
         num_steps = max(limits) + 1  # the last step can only emit EOS
         longest_penalty = length_penalty(max_lengths + 1, alpha)  # [B]
 
-        state = model.reorder_state(state, torch.arange(b, device=device).repeat_interleave(k))
+        state = model.expand_state(state, k)
         ids = torch.full((b * k,), bos_id, dtype=torch.long, device=device)
         history = torch.full((b, k, num_steps), eos_id, dtype=torch.long, device=device)
         # Only beam 0 may expand at first; otherwise the beam would fill with K copies.

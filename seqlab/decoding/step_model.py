@@ -12,8 +12,9 @@ from seqlab.core.nested_map import NestedMap
 class IncrementalModel(Protocol):
     """A decoder that extends N rows of hypotheses by one token per call.
 
-    The caller creates the state for its B examples; the search expands it to B * K rows with
-    ``reorder_state`` and then calls ``extend_step`` once per output position.
+    The caller creates the state for its B examples. Greedy search decodes those B rows as they
+    are; beam search first calls ``expand_state`` once to get B * K rows (beam k of example b in
+    row ``b * K + k``), then alternates ``extend_step`` and ``reorder_state``.
     """
 
     def extend_step(self, state: NestedMap, ids: Tensor) -> tuple[Tensor, NestedMap, Tensor | None]:
@@ -30,14 +31,32 @@ class IncrementalModel(Protocol):
         """
         ...
 
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        """Makes K beams of each example: row ``b * K + k`` starts as a copy of row b.
+
+        Equivalent to ``reorder_state(state, arange(B).repeat_interleave(K))``, but afterwards
+        the model may keep what all beams of an example share (e.g. the encoder outputs) once
+        per example, because ``reorder_state`` then only moves rows within their example.
+
+        Args:
+          state: decoder state of B rows.
+          beam_size: K.
+
+        Returns:
+          The state of B * K rows.
+        """
+        ...
+
     def reorder_state(self, state: NestedMap, indices: Tensor) -> NestedMap:
-        """Gathers the rows ``indices`` of every state tensor along dim 0.
+        """Gathers the rows ``indices`` of the state.
 
         Args:
           state: decoder state of N rows.
-          indices: [M] long in [0, N); M may exceed N (e.g. B examples -> B * K beams).
+          indices: [M] long in [0, N), row m of the result is a copy of row ``indices[m]``.
+            After ``expand_state(state, K)``: M = N and ``indices[m] // K == m // K`` (beams
+            never leave their example). Otherwise any gather, M may differ from N.
 
         Returns:
-          The state of M rows, row m a copy of row ``indices[m]``.
+          The state of M rows.
         """
         ...

@@ -175,31 +175,38 @@ class TransformerDecoderLayer(_ResidualLayer):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Applies the layer at one position, attending to the cached earlier positions.
 
+        The N = B * K rows are K hypotheses (beams) of each of B examples, rows
+        ``b * K ... b * K + K - 1`` those of example b; K = 1 outside beam search.
+
         Args:
-          inputs: [B, 1, D], the layer input at position ``step``.
-          self_key: [B, H, M, Dh] self-attention key cache, updated in place.
-          self_value: [B, H, M, Dh] self-attention value cache, updated in place.
-          cross_key: [B, H, S, Dh] projected encoder keys.
-          cross_value: [B, H, S, Dh] projected encoder values.
+          inputs: [N, 1, D], the layer input at position ``step``.
+          self_key: [N, H, M, Dh] self-attention key cache, updated in place.
+          self_value: [N, H, M, Dh] self-attention value cache, updated in place.
+          cross_key: [B, H, S, Dh] projected encoder keys, one per example.
+          cross_value: [B, H, S, Dh] projected encoder values, one per example.
           encoder_paddings: [B, S], 1.0 = pad.
           step: position of ``inputs``.
           return_attention: also return the cross-attention probabilities.
 
         Returns:
-          (outputs [B, 1, D], cross-attention probs [B, 1, S] averaged over heads, or None).
+          (outputs [N, 1, D], cross-attention probs [N, 1, S] averaged over heads, or None).
         """
         h = self._sublayer_input(inputs, self.self_attention_norm)
         h = self.self_attention.extend_step(h, self_key, self_value, step)
         x = self._sublayer_output(inputs, h, self.self_attention_norm)
+        # The K beams of an example attend to its encoder keys/values as K query positions of
+        # one row, so the keys/values are never copied per beam.
         h = self._sublayer_input(x, self.cross_attention_norm)
+        h = h.reshape(cross_key.shape[0], -1, h.shape[-1])  # [B, K, D]
         probs = None
         if return_attention:
             h, probs = self.cross_attention.attend_with_probs(
                 h, cross_key, cross_value, encoder_paddings
             )
+            probs = probs.flatten(0, 1)[:, None]
         else:
             h = self.cross_attention.attend(h, cross_key, cross_value, encoder_paddings)
-        x = self._sublayer_output(x, h, self.cross_attention_norm)
+        x = self._sublayer_output(x, h.reshape(x.shape), self.cross_attention_norm)
         h = self.ffn(self._sublayer_input(x, self.ffn_norm))
         return self._sublayer_output(x, h, self.ffn_norm), probs
 
@@ -247,14 +254,17 @@ class TransformerEncoder(Layer):
 class TransformerDecoder(Layer):
     """A stack of decoder layers with a full-sequence and an incremental (step) interface.
 
-    The incremental state is a ``NestedMap`` whose tensors are all batch-major, so
-    ``reorder_state`` is one ``index_select`` per tensor:
+    The incremental state is a ``NestedMap`` of batch-major tensors. It has N = B * K rows of
+    hypotheses, K per example (rows ``b * K ... b * K + K - 1`` belong to example b); K = 1
+    until ``expand_state`` makes K beams per example for beam search:
 
     - ``step``: python int, the position the next ``extend_step`` fills.
-    - ``encoder_paddings``: [B, S].
-    - ``self_key``, ``self_value``: [B, L, H, M, Dh] preallocated self-attention caches
+    - ``beam_size``: python int, K.
+    - ``self_key``, ``self_value``: [N, L, H, M, Dh] preallocated self-attention caches
       (L layers, M = max_length), written in place.
-    - ``cross_key``, ``cross_value``: [B, L, H, S, Dh] encoder keys/values, computed once.
+    - ``cross_key``, ``cross_value``: [B, L, H, S, Dh] encoder keys/values, computed once and
+      shared by the K beams of an example.
+    - ``encoder_paddings``: [B, S].
     """
 
     @dataclasses.dataclass
@@ -325,6 +335,7 @@ class TransformerDecoder(Layer):
         cross = [layer.cross_attention.project_key_value(encoder_outputs) for layer in self.layers]
         return NestedMap(
             step=0,
+            beam_size=1,
             encoder_paddings=encoder_paddings,
             self_key=encoder_outputs.new_zeros(cache_shape),
             self_value=encoder_outputs.new_zeros(cache_shape),
@@ -339,12 +350,12 @@ class TransformerDecoder(Layer):
 
         Args:
           state: from ``init_state`` / earlier ``extend_step`` / ``reorder_state``.
-          step_inputs: [B, 1, D] embedded (and position-encoded) input at ``state.step``.
+          step_inputs: [N, 1, D] embedded (and position-encoded) input at ``state.step``.
           return_attention: also return the last layer's cross-attention probabilities.
 
         Returns:
-          (outputs [B, 1, D], state with ``step`` advanced by one, cross-attention probs
-          [B, S] of the last layer averaged over heads, or None).
+          (outputs [N, 1, D], state with ``step`` advanced by one, cross-attention probs
+          [N, S] of the last layer averaged over heads, or None).
         """
         step = state.step
         max_length = state.self_key.shape[3]
@@ -372,29 +383,57 @@ class TransformerDecoder(Layer):
         state.step = step + 1
         return x, state, None if probs is None else probs[:, 0]
 
-    def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
-        """Gathers every batch-major tensor of ``state`` along dim 0 (for beam search).
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        """Makes K = ``beam_size`` beams of each row (for beam search).
+
+        Only the self-attention caches get a row per beam; the cross-attention state stays one
+        per example. Afterwards ``reorder_state`` accepts only within-example reorders.
 
         Args:
-          state: decoder state with batch size B.
-          indices: [N] long indices into the batch; N may differ from B.
+          state: decoder state with N rows.
+          beam_size: K.
 
         Returns:
-          The state with batch size N. When N equals the current batch size (a beam search
-          step), the self-attention caches are reordered in place and only their filled
-          prefix is copied, so the step costs O(step) rather than O(max_length) and
-          allocates no new cache; the state passed in must not be used afterwards.
+          The state with N * K rows, row ``n * K + k`` a copy of row n.
         """
-        step = state.step
-        if indices.shape[0] != state.self_key.shape[0] or step == 0:
+        return NestedMap(
+            state,
+            beam_size=state.beam_size * beam_size,
+            self_key=state.self_key.repeat_interleave(beam_size, dim=0),
+            self_value=state.self_value.repeat_interleave(beam_size, dim=0),
+        )
+
+    def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
+        """Gathers the rows ``indices`` of the state (for beam search).
+
+        Args:
+          state: decoder state with N rows.
+          indices: [M] long indices into the rows. After ``expand_state``: M = N and row m
+            stays in its example, ``indices[m] // K == m // K`` (not checked), so only the
+            self-attention caches move. Before: any gather, M may differ from N.
+
+        Returns:
+          The state with M rows. When M equals N (a beam search step), the self-attention
+          caches are reordered in place and only their filled prefix is copied, so the step
+          costs O(step) rather than O(max_length) and allocates no new cache; the state passed
+          in must not be used afterwards.
+        """
+        step, num_rows = state.step, state.self_key.shape[0]
+        if state.beam_size == 1 and (indices.shape[0] != num_rows or step == 0):
             return state.transform(
                 lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
+            )
+        if indices.shape[0] != num_rows:
+            raise ValueError(
+                f"reorder_state after expand_state needs one index per row ({num_rows}), "
+                f"got {indices.shape[0]}"
             )
         for name in ("self_key", "self_value"):
             cache = state[name]
             cache[:, :, :, :step] = cache[:, :, :, :step].index_select(0, indices)
-        for name in ("cross_key", "cross_value", "encoder_paddings"):
-            state[name] = state[name].index_select(0, indices)
+        if state.beam_size == 1:
+            for name in ("cross_key", "cross_value", "encoder_paddings"):
+                state[name] = state[name].index_select(0, indices)
         return state
 
 

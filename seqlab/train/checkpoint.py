@@ -118,6 +118,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"refusing checkpoint {path}: it holds more than tensors and plain data ({first_line})"
         ) from None
+    except Exception as e:
+        # A valid checksum over undecodable bytes (a bug in the writer or a forged file): the
+        # zip reader and unpickler raise many types (IndexError, KeyError, ...); all are refusals.
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it cannot be decoded ({type(e).__name__}: {first_line})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import signal
 import time
@@ -137,9 +136,14 @@ class Trainer:
         if problem is None:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            max_norm = tc.clip_gradient_norm if tc.clip_gradient_norm > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.params if p.grad is not None]
+            )
+            # Checked before clipping: scaling by max_norm / inf would turn every gradient
+            # into 0 or NaN and hide which parameters were at fault.
             problem = self._check_finite(loss, grad_norm)
+            if problem is None and tc.clip_gradient_norm > 0:
+                torch.nn.utils.clip_grads_with_norm_(self.params, tc.clip_gradient_norm, grad_norm)
         if problem is not None:
             if tc.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)

@@ -40,6 +40,9 @@ class TableModel:
         attention = None if self.attention is None else self.attention[ids]
         return self.log_probs[ids], NestedMap(last_ids=ids), attention
 
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        return state.transform(lambda x: x.repeat_interleave(beam_size, 0))
+
     def reorder_state(self, state: NestedMap, indices: Tensor) -> NestedMap:
         return state.transform(lambda x: x[indices])
 
@@ -69,6 +72,9 @@ class ToyAttentionGRU(nn.Module):
         log_probs = self.proj(torch.cat([hidden, context], -1)).log_softmax(-1)
         new_state = NestedMap(hidden=hidden, memory=state.memory, paddings=state.paddings)
         return log_probs, new_state, attention
+
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        return state.transform(lambda x: x.repeat_interleave(beam_size, 0))
 
     def reorder_state(self, state: NestedMap, indices: Tensor) -> NestedMap:
         return state.transform(lambda x: x.index_select(0, indices))

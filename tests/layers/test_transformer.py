@@ -268,6 +268,53 @@ def test_reorder_state(indices: list[int]) -> None:
             torch.testing.assert_close(out, expected[:, t : t + 1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("return_attention", [False, True])
+def test_expand_state_keeps_cross_state_per_example(return_attention: bool) -> None:
+    # As in beam search: K rows per example, shuffled (with repeats) within their example
+    # after every step. Each row must decode as the full forward of its own inputs and equal
+    # the generic path that gathers the whole state per row, cross-attention state included.
+    decoder = _decoder().eval()
+    targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    k = 3
+    examples = torch.arange(B).repeat_interleave(k)  # [B * K] example of each row
+    torch.manual_seed(2)
+    inputs = torch.randn(B * k, T, D)
+    inputs[:, 0] = targets[examples, 0]  # the first step runs before the expansion
+    with torch.no_grad():
+        state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T)
+        reference = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T)
+        _, state, _ = decoder.extend_step(state, targets[:, :1])
+        _, reference, _ = decoder.extend_step(reference, targets[:, :1])
+        state = decoder.expand_state(state, k)
+        reference = decoder.reorder_state(reference, examples)
+        assert state.self_key.shape[0] == B * k and reference.cross_key.shape[0] == B * k
+        assert state.cross_key.shape[0] == B and state.encoder_paddings.shape == (B, S)
+        cross_pointer = state.cross_key.data_ptr()
+        for t in range(1, T):
+            step_inputs = inputs[:, t : t + 1]
+            out, state, probs = decoder.extend_step(state, step_inputs, return_attention)
+            ref_out, reference, ref_probs = decoder.extend_step(
+                reference, step_inputs, return_attention
+            )
+            expected = decoder(
+                inputs[:, : t + 1],
+                torch.zeros(B * k, t + 1),
+                encoder_outputs[examples],
+                encoder_paddings[examples],
+            )
+            torch.testing.assert_close(out, expected[:, t : t + 1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-6)
+            if return_attention:
+                torch.testing.assert_close(probs, ref_probs, atol=1e-6, rtol=1e-6)
+            indices = examples * k + torch.randint(k, (B * k,))
+            state = decoder.reorder_state(state, indices)
+            reference = decoder.reorder_state(reference, indices)
+            inputs = inputs[indices]
+        assert state.cross_key.data_ptr() == cross_pointer
+        with pytest.raises(ValueError, match="one index per row"):
+            decoder.reorder_state(state, torch.arange(B))
+
+
 def test_decoder_gradients_reach_every_parameter() -> None:
     decoder = _decoder(dropout_prob=0.1)
     targets, target_paddings, encoder_outputs, encoder_paddings = _decoder_inputs()

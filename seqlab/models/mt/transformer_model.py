@@ -108,6 +108,9 @@ class TransformerMT(Task):
         log_probs = torch.log_softmax(self.embedding.logits(out[:, 0]).float(), dim=-1)
         return log_probs, state, attention
 
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        return self.decoder.expand_state(state, beam_size)
+
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
         return self.decoder.reorder_state(state, indices)
 
