@@ -211,6 +211,17 @@ class TransformerDecoderLayer(_ResidualLayer):
         return self._sublayer_output(x, h, self.ffn_norm), probs
 
 
+def _build_stack(
+    layer: TransformerEncoderLayer.Config | TransformerDecoderLayer.Config, num_layers: int
+) -> tuple[nn.ModuleList, nn.LayerNorm | None]:
+    """``num_layers`` layers built from ``layer``, and the final LayerNorm that pre-LN needs."""
+    layers = nn.ModuleList([layer.build() for _ in range(num_layers)])
+    final_norm = (
+        nn.LayerNorm(layer.model_dim, eps=layer.layer_norm_epsilon) if layer.norm_first else None
+    )
+    return layers, final_norm
+
+
 class TransformerEncoder(Layer):
     """A stack of encoder layers, with a final LayerNorm when the layers are pre-LN."""
 
@@ -225,13 +236,7 @@ class TransformerEncoder(Layer):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        layer = config.layer
-        self.layers = nn.ModuleList([layer.build() for _ in range(config.num_layers)])
-        self.final_norm = (
-            nn.LayerNorm(layer.model_dim, eps=layer.layer_norm_epsilon)
-            if layer.norm_first
-            else None
-        )
+        self.layers, self.final_norm = _build_stack(config.layer, config.num_layers)
 
     def forward(self, inputs: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
         """Encodes a padded batch.
@@ -278,13 +283,7 @@ class TransformerDecoder(Layer):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        layer = config.layer
-        self.layers = nn.ModuleList([layer.build() for _ in range(config.num_layers)])
-        self.final_norm = (
-            nn.LayerNorm(layer.model_dim, eps=layer.layer_norm_epsilon)
-            if layer.norm_first
-            else None
-        )
+        self.layers, self.final_norm = _build_stack(config.layer, config.num_layers)
 
     def forward(
         self,

@@ -70,6 +70,7 @@ class Trainer:
         self.summaries = Summaries(logdir)
         self.step = 0
         self.skipped_steps = 0
+        self._saved_step: int | None = None
         self._stop_requested = False
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -85,9 +86,11 @@ class Trainer:
 
     def save(self) -> Path:
         tc = self.config.trainer
-        return save_checkpoint(
+        path = save_checkpoint(
             self.context.checkpoint_dir, self.step, self._payload(), tc.keep_checkpoints
         )
+        self._saved_step = self.step
+        return path
 
     def restore(self) -> bool:
         """Restores the newest good checkpoint, if any; returns whether one was found."""
@@ -100,6 +103,7 @@ class Trainer:
         self.stream.load_state_dict(payload["data_stream"])
         set_rng_state(payload["rng"])
         self.step = int(payload["step"])
+        self._saved_step = self.step
         self.skipped_steps = int(payload.get("skipped_steps", 0))
         log.info("resumed from %s (step %d)", path, self.step)
         tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
@@ -241,7 +245,8 @@ class Trainer:
                     self.run_evals()
                 if tc.decode_every_steps > 0 and self.step % tc.decode_every_steps == 0:
                     self.run_decodes()
-            self.save()
+            if self._saved_step != self.step:
+                self.save()
         finally:
             bar.close()
             for s, handler in previous.items():
