@@ -69,6 +69,37 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+_TEMPORARY = re.compile(r"^\.ckpt-\d+\.pt\.tmp-(\d+)$")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Deletes half-written checkpoint files left by processes that no longer run.
+
+    They are never valid checkpoints (a checkpoint exists only once renamed); a temporary of a
+    live process, e.g. a concurrent writer, is left alone.
+
+    Returns:
+      The removed paths.
+    """
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # the writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, owned by someone else
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Writes ``payload`` as the checkpoint of ``step`` and keeps the newest ``keep`` ones.
 

@@ -17,7 +17,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from seqlab.train.checkpoint import load_latest_checkpoint, save_checkpoint
+from seqlab.train.checkpoint import (
+    load_latest_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
@@ -94,6 +98,8 @@ class Trainer:
 
     def restore(self) -> bool:
         """Restores the newest good checkpoint, if any; returns whether one was found."""
+        for path in remove_stale_temporaries(self.context.checkpoint_dir):
+            tqdm.write(f"[seqlab] removed {path}, left half-written by an interrupted save")
         found = load_latest_checkpoint(self.context.checkpoint_dir)
         if found is None:
             return False

@@ -226,3 +226,20 @@ def test_directory_that_cannot_be_made_is_a_checkpoint_error(tmp_path: Path) -> 
     blocker.write_text("x")
     with pytest.raises(CheckpointError, match="could not save checkpoint"):
         save_checkpoint(blocker / "ckpts", 1, {}, keep=1)
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from seqlab.train.checkpoint import remove_stale_temporaries
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".ckpt-00000010.pt.tmp-{dead.pid}"
+    live = tmp_path / f".ckpt-00000020.pt.tmp-{os.getpid()}"
+    other = tmp_path / "notes.txt"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
