@@ -478,26 +478,24 @@ def decoder_config(
     activation: Literal["relu", "gelu"] = "relu",
     norm_first: bool = True,
 ) -> TransformerDecoder.Config:
-    """A ``TransformerDecoder.Config`` with every dimension filled in consistently."""
+    """A ``TransformerDecoder.Config`` with every dimension filled in consistently.
 
-    def attention() -> MultiHeadAttention.Config:
-        return MultiHeadAttention.Config(
-            model_dim=model_dim, num_heads=num_heads, dropout_prob=attention_dropout_prob
-        )
-
+    Its layers are the encoder layers of :func:`encoder_config` plus a cross-attention of the
+    same shape as their self-attention.
+    """
+    encoder = encoder_config(
+        num_layers, model_dim, num_heads, hidden_dim, dropout_prob,
+        attention_dropout_prob, ffn_dropout_prob, activation, norm_first,
+    )  # fmt: skip
+    layer = encoder.layer
     return TransformerDecoder.Config(
         num_layers=num_layers,
         layer=TransformerDecoderLayer.Config(
-            model_dim=model_dim,
-            self_attention=attention(),
-            cross_attention=attention(),
-            ffn=FeedForward.Config(
-                model_dim=model_dim,
-                hidden_dim=hidden_dim,
-                activation=activation,
-                dropout_prob=ffn_dropout_prob,
-            ),
-            residual_dropout_prob=dropout_prob,
-            norm_first=norm_first,
+            model_dim=layer.model_dim,
+            self_attention=layer.self_attention,
+            cross_attention=layer.self_attention.copy(),
+            ffn=layer.ffn,
+            residual_dropout_prob=layer.residual_dropout_prob,
+            norm_first=layer.norm_first,
         ),
     )
