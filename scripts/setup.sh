@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sword-text-kjv sword-text-sparv sword-text-web)
+APT_PACKAGES=(sword-text-kjv sword-text-sparv sword-text-web flite espeak-ng)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

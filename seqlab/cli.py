@@ -1,10 +1,12 @@
-"""The ``seqlab`` command: list, inspect, data, train, eval, decode, infer."""
+"""The ``seqlab`` command: list, inspect, data, train, eval, decode, infer, export."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,28 @@ def _load_config(args: argparse.Namespace) -> ExperimentConfig:
     config = get_experiment(args.experiment)
     config.apply_overrides(args.set or [])
     return config
+
+
+def _add_ema(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the moving average of the weights (default: trainer.use_ema_for_eval)",
+    )
+
+
+def _uses_ema(args: argparse.Namespace, config: ExperimentConfig) -> bool:
+    return config.trainer.use_ema_for_eval if args.ema is None else args.ema
+
+
+def _add_quantize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: dynamic int8 Linear layers for CPU inference (seqlab.quant.ptq)",
+    )
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -71,19 +95,43 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seqlab.train.trainer import Trainer
+    from seqlab.distributed.mixed_precision import bf16_slowdown_message
+    from seqlab.distributed.process_group import world_from_env
+    from seqlab.distributed.trainer import make_trainer
 
     config = _load_config(args)
+    if args.nproc > 0:
+        from seqlab.distributed.launch import exec_torchrun
+
+        sets = [a for value in args.set or [] for a in ("--set", value)]
+        imports = [a for spec in args.imports for a in ("--import", spec)]
+        exec_torchrun(
+            args.nproc,
+            [*imports, "train", "--experiment", args.experiment, "--logdir", args.logdir, *sets],
+        )
     logdir = Path(args.logdir)
-    trainer = Trainer(config, logdir)
+    main_process = world_from_env().is_main
+    message = bf16_slowdown_message(config.trainer.mixed_precision)
+    if message and main_process:
+        print(f"[seqlab] warning: {message}", file=sys.stderr)
+    trainer = make_trainer(config, logdir)
     trainer.train()
-    print(f"[seqlab] training done at step {trainer.step}; checkpoints in {logdir / 'checkpoints'}")
+    if main_process:
+        checkpoints = logdir / "checkpoints"
+        print(f"[seqlab] training done at step {trainer.step}; checkpoints in {checkpoints}")
     return 0
 
 
 def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
     """Processes the latest checkpoint, or with --follow every new one until max_steps."""
-    from seqlab.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from seqlab.train.checkpoint import (
+        CheckpointError,
+        IncompatibleCheckpointError,
+        list_checkpoints,
+        load_checkpoint,
+    )
+    from seqlab.train.checkpoint_fit import load_model_state
+    from seqlab.train.ema import model_state
     from seqlab.train.run_context import build_context, read_logdir_config
 
     logdir = Path(args.logdir)
@@ -103,11 +151,14 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
         for step, path in reversed(todo):
             try:
                 payload = load_checkpoint(path)
+            except IncompatibleCheckpointError:
+                raise  # a newer format: older checkpoints are no substitute
             except CheckpointError as e:
                 print(f"[seqlab] {e}; skipped", file=sys.stderr)
                 done.add(step)
                 continue
-            context.task.load_state_dict(payload["model"])
+            weights = model_state(payload, path, _uses_ema(args, config))
+            load_model_state(context.task, weights, path, payload.get("config"))
             process(context, step)
             done.add(step)
             if not args.follow:
@@ -120,25 +171,32 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from seqlab.data.multi_task_data import task_datasets
+    from seqlab.train.ema import EMA_JOB_SUFFIX
     from seqlab.train.evaler import evaluate
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
 
     def process(context: Any, step: int) -> None:
-        metrics = evaluate(context, args.dataset)
-        job = f"eval_{args.dataset}"
-        summaries.scalars(job, step, metrics)
-        out = Path(args.logdir) / job / f"metrics-{step:08d}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"step": step, **metrics}, indent=1) + "\n")
-        print(f"step {step} {args.dataset}: " + json.dumps(metrics))
+        suffix = EMA_JOB_SUFFIX if _uses_ema(args, context.config) else ""
+        # A multi-task run evaluates each task (or the --task one) on its own: eval_dev_en_es/.
+        for dataset in task_datasets(context.data, args.dataset, args.task):
+            metrics = evaluate(context, dataset)
+            job = f"eval_{dataset}{suffix}"
+            summaries.scalars(job, step, metrics)
+            out = Path(args.logdir) / job / f"metrics-{step:08d}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"step": step, **metrics}, indent=1) + "\n")
+            print(f"step {step} {dataset}: " + json.dumps(metrics))
 
     return _follow_loop(args, "eval", process)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from seqlab.data.multi_task_data import task_datasets
     from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
+    from seqlab.train.ema import EMA_JOB_SUFFIX
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
@@ -149,32 +207,104 @@ def cmd_decode(args: argparse.Namespace) -> int:
             if not key.startswith("task."):
                 raise UsageError(f"decode --set only takes task.* keys, got '{key}'")
             context.task.config.set(key.removeprefix("task."), value)
-        results, metrics = decode_dataset(context, args.dataset)
-        job = f"decode_{args.dataset}"
-        hyps, score = write_decode_outputs(Path(args.logdir) / job, step, results, metrics)
-        summaries.scalars(job, step, metrics)
-        shown = " ".join(
-            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-        )
-        print(f"[seqlab] decode {args.dataset} at step {step}: {shown}")
-        print(f"[seqlab] hypotheses: {hyps}\n[seqlab] score: {score}")
+        suffix = EMA_JOB_SUFFIX if _uses_ema(args, context.config) else ""
+        if args.quantize != "none":
+            # Decodes a quantized copy; the loop keeps loading checkpoints into the float task.
+            from seqlab.quant.ptq import quantize_int8
+
+            context = dataclasses.replace(context, task=quantize_int8(context.task))
+            suffix += f"_{args.quantize}"
+        for dataset in task_datasets(context.data, args.dataset, args.task):
+            results, metrics = decode_dataset(context, dataset)
+            job = f"decode_{dataset}{suffix}"
+            hyps, score = write_decode_outputs(Path(args.logdir) / job, step, results, metrics)
+            summaries.scalars(job, step, metrics)
+            shown = " ".join(
+                f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+            )
+            print(f"[seqlab] decode {dataset} at step {step}: {shown}")
+            print(f"[seqlab] hypotheses: {hyps}\n[seqlab] score: {score}")
 
     return _follow_loop(args, "decode", process)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from seqlab.export.predictor import Predictor
+    from seqlab.export.input_limits import InputTooLargeError
+    from seqlab.export.input_text import InputTextError, read_input_lines
 
-    predictor = Predictor.from_logdir(Path(args.logdir), max_batch_size=args.batch_size)
-    stream = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    if bool(args.logdir) == bool(args.artifact):
+        raise UsageError("pass either --logdir (a training run) or --artifact (seqlab export)")
+    max_tokens = args.max_input_tokens
+    for flag, value in (("--batch-size", args.batch_size), ("--max-input-tokens", max_tokens)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    # None: the Predictor's default, or the limit the artifact was exported with.
+    limits = {} if max_tokens is None else {"max_input_tokens": max_tokens}
+    if args.artifact:
+        from seqlab.export.artifact_predictor import ArtifactPredictor
+
+        if args.quantize != "none":
+            raise UsageError("an artifact is quantized when exported: seqlab export --quantize")
+        predictor: Any = ArtifactPredictor(
+            Path(args.artifact), max_batch_size=args.batch_size, **limits
+        )
+    else:
+        from seqlab.export.predictor import Predictor
+
+        predictor = Predictor.from_logdir(
+            Path(args.logdir),
+            max_batch_size=args.batch_size,
+            task=args.task,
+            use_ema=args.ema,
+            quantize=args.quantize,
+            **limits,
+        )
+    if predictor.is_speech:
+        if not args.input:
+            raise UsageError("this model transcribes audio: pass --input a.wav [b.wav ...]")
+        for start in range(0, len(args.input), args.batch_size):
+            paths = args.input[start : start + args.batch_size]
+            for path, text in zip(paths, predictor.transcribe(paths), strict=True):
+                print(f"{path}\t{text}", flush=True)
+        return 0
+    if len(args.input) > 1 or (args.input and args.prompt):
+        raise UsageError("a text model reads one --input file, --prompt texts, or stdin")
+    source = args.input[0] if args.input else "--prompt" if args.prompt else "<stdin>"
     try:
-        lines = [line.rstrip("\n") for line in stream]
-    finally:
-        if args.input:
-            stream.close()
+        if args.prompt:  # a language model continues each prompt
+            raw = "".join(f"{p}\n" for p in args.prompt).encode()
+        else:
+            raw = Path(source).read_bytes() if args.input else sys.stdin.buffer.read()
+    except OSError as e:
+        raise UsageError(f"cannot read --input {source}: {e.strerror or e}") from None
+    lines = read_input_lines(raw, source)
     for start in range(0, len(lines), args.batch_size):
-        for out in predictor.predict(lines[start : start + args.batch_size]):
-            print(out, flush=True)
+        try:
+            outputs = predictor.predict(lines[start : start + args.batch_size])
+        except InputTooLargeError as e:
+            if e.index is None:
+                raise
+            problem = str(e).replace(f"input {e.index} ", "the line ", 1)
+            raise InputTextError(
+                f"{source}:{start + e.index + 1}: {problem} (--max-input-tokens)"
+            ) from None
+        for out in outputs:
+            print(" ".join(out.splitlines()), flush=True)  # one output line per input line
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from seqlab.export.exporter import export_artifact
+
+    out = export_artifact(
+        Path(args.logdir),
+        Path(args.out),
+        args.format,
+        args.quantize,
+        max_batch_size=args.max_batch_size,
+        max_input_tokens=args.max_input_tokens,
+    )
+    print(f"[seqlab] {args.format} artifact ({args.quantize}) written to {out}")
     return 0
 
 
@@ -183,6 +313,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlab", description=__doc__)
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_PATH",
+        help="import your own code first (a dotted module, a .py file or a package directory) "
+        "so that its experiments, tasks and data are known; repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the registered experiments")
@@ -203,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (and evaluate/decode at intervals)")
     p.add_argument("--experiment", required=True)
     p.add_argument("--logdir", required=True)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        help="train with N processes on this machine (runs the same command under torchrun)",
+    )
     _add_set(p)
     p.set_defaults(fn=cmd_train)
 
@@ -213,24 +358,66 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--logdir", required=True)
         p.add_argument("--dataset", default="dev")
+        p.add_argument("--task", default="", help="multi-task runs: only this task (default: all)")
         p.add_argument("--follow", action="store_true", help="process each new checkpoint")
         p.add_argument("--poll-seconds", type=float, default=30.0)
+        _add_ema(p)
         if name == "decode":
             _add_set(p)
+            _add_quantize(p)
         p.set_defaults(fn=fn)
 
-    p = sub.add_parser("infer", help="translate lines from stdin or --input to stdout")
-    p.add_argument("--logdir", required=True)
-    p.add_argument("--input", default="")
+    p = sub.add_parser(
+        "infer", help="translate lines from stdin or --input, or transcribe --input audio files"
+    )
+    p.add_argument("--logdir", default="", help="a training run (or use --artifact)")
+    p.add_argument("--artifact", default="", help="an artifact from seqlab export (torch/onnx)")
+    p.add_argument(
+        "--input", nargs="*", default=[], help="a text file, or audio files (one transcript each)"
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="a text to continue (language models) or to process, instead of stdin; repeatable",
+    )
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=None,
+        help="refuse longer input lines (tokens with EOS; default 256, or the artifact's limit)",
+    )
+    p.add_argument("--task", default="", help="multi-task runs: the task to run (required)")
+    _add_ema(p)
+    _add_quantize(p)
     p.set_defaults(fn=cmd_infer)
+
+    p = sub.add_parser("export", help="write a self-contained inference artifact of a run")
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--format", required=True, choices=["torch", "onnx", "ctranslate2"])
+    p.add_argument("--out", required=True, help="the artifact directory to create")
+    p.add_argument("--max-batch-size", type=int, default=64, help="texts per predict call")
+    p.add_argument("--max-input-tokens", type=int, default=256, help="tokens per input text")
+    _add_quantize(p)
+    p.set_defaults(fn=cmd_export)
     return parser
+
+
+def _rank_label() -> str:
+    """" (rank R of W)" in a torchrun job, so that a failing rank is named; else ""."""
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    return f" (rank {os.environ.get('RANK', '?')} of {world_size})" if world_size != "1" else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[seqlab] %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        from seqlab.core.user_modules import import_user_module
+
+        for spec in args.imports:
+            import_user_module(spec)
         return args.fn(args)
     except (ConfigError, UnknownExperimentError, UsageError) as e:
         print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
@@ -238,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         # Our own errors carry messages meant for the user (file, line, key, command to run).
         if type(e).__module__.startswith("seqlab"):
-            print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
+            print(f"seqlab {args.command}{_rank_label()}: error: {e}", file=sys.stderr)
             return 1
         raise
 

@@ -4,7 +4,8 @@ A configurable class nests ``@dataclass class Config(seqlab.core.config.Config)`
 nested class learns its owner through :class:`Configurable`, and ``config.build()`` makes
 the object. Configs print as sorted ``a.b.c = value`` lines, diff against each other, take
 ``a.b.c=value`` overrides coerced by the field's declared type, and round-trip through a
-JSON-safe dict (used by checkpoints) without executing code.
+JSON-safe dict (used by checkpoints) without executing code. A ``dict[str, ...]`` field (e.g.
+named sub-task configs) prints, diffs and takes overrides per entry: ``tasks.en_es.x = 1``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ T = TypeVar("T")
 _CLASS_KEY = "__class__"
 # Config classes may only be re-created from these packages when read from a file.
 _TRUSTED_MODULE_PREFIXES = ("seqlab.",)
+# ... and from the user's own modules, imported on purpose (``seqlab --import``).
+_trusted_user_modules: set[str] = set()
+
+
+def trust_user_module(name: str) -> None:
+    """Lets configs read from files re-create config classes of module ``name`` (and of its
+    submodules): the user's own code, which the user chose to import."""
+    _trusted_user_modules.add(name)
 
 
 class ConfigError(ValueError):
@@ -84,11 +93,7 @@ class Config:
         for f in dataclasses.fields(self):
             key = f"{prefix}{f.name}"
             value = getattr(self, f.name)
-            if isinstance(value, Config):
-                out[f"{key}.cls"] = _class_label(type(value))
-                out.update(value.flatten(prefix=f"{key}."))
-            else:
-                out[key] = value
+            out.update(_flatten_value(key, value))
         return out
 
     def to_text(self) -> str:
@@ -114,38 +119,68 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, Config):
                 out.update({f"{f.name}.{k}": v for k, v in value.describe().items()})
+            elif isinstance(value, dict) and any(isinstance(v, Config) for v in value.values()):
+                for name, entry in value.items():
+                    out.update({f"{f.name}.{name}.{k}": v for k, v in entry.describe().items()})
             else:
-                out[f.name] = f.metadata.get("doc", "")
+                for key in _flatten_value(f.name, value):
+                    out[key] = f.metadata.get("doc", "")
         return out
 
     # ---- overrides ------------------------------------------------------------------------
     def set(self, key: str, text: str) -> None:
         """Sets the leaf ``key`` (dotted) from its text form, coerced by the field type.
 
+        ``section.cls = Name`` replaces a whole config section by the config of another class
+        its field accepts (e.g. ``trainer.optimizer.cls=SGD``): the new section starts from
+        that class's defaults and keeps the values of same-named, same-typed fields.
+
         Raises:
           ConfigError: naming the key and its nearest match when the key is unknown, or the
             expected type when the value does not parse.
         """
         parts = key.split(".")
-        node: Config = self
+        if len(parts) > 1 and parts[-1] == "cls":
+            node, name, hint, current = self._locate(key, parts[:-1])
+            if isinstance(current, Config) or (current is None and _config_bases(hint)):
+                _assign(node, name, _section_of_class(current, hint, text, key))
+                return
+        node, name, hint, current = self._locate(key, parts)
+        if isinstance(current, Config) or (isinstance(current, dict) and current):
+            first = (
+                dataclasses.fields(current)[0].name
+                if isinstance(current, Config)
+                else next(iter(current))
+            )
+            raise ConfigError(
+                f"'{key}' is a config section, not a value; set one of its keys, e.g. "
+                f"'{key}.{first}' (or '{key}.cls' to change its class)"
+            )
+        _assign(node, name, parse_value(text, hint, key))
+
+    def _locate(self, key: str, parts: list[str]) -> tuple[Any, str, Any, Any]:
+        """Walks ``parts``; returns (container, name, declared type, current value) of the last.
+
+        The container is a Config or a ``dict[str, ...]`` field's dict.
+        """
+        node: Config | dict[str, Any] = self
+        node_hint: Any = type(self)  # a dict node's declared type gives its entries' type
         for i, name in enumerate(parts):
-            fields = {f.name: f for f in dataclasses.fields(node)}
-            if name not in fields:
-                raise ConfigError(_unknown_key_message(key, self))
-            if i == len(parts) - 1:
+            if isinstance(node, Config):
+                if name not in {f.name for f in dataclasses.fields(node)}:
+                    raise ConfigError(_unknown_key_message(key, self))
                 hint = typing.get_type_hints(type(node))[name]
                 current = getattr(node, name)
-                if isinstance(current, Config):
-                    raise ConfigError(
-                        f"'{key}' is a config section, not a value; set one of its keys, e.g. "
-                        f"'{key}.{dataclasses.fields(current)[0].name}'"
-                    )
-                setattr(node, name, parse_value(text, hint, key))
-                return
-            child = getattr(node, name)
-            if not isinstance(child, Config):
+            else:
+                if name not in node:
+                    raise ConfigError(_unknown_key_message(key, self))
+                hint = _dict_value_hint(node_hint)
+                current = node[name]
+            if i == len(parts) - 1:
+                return node, name, hint, current
+            if not isinstance(current, Config | dict):
                 raise ConfigError(_unknown_key_message(key, self))
-            node = child
+            node, node_hint = current, hint
         raise ConfigError(f"empty key {key!r}")
 
     def apply_overrides(self, overrides: list[str]) -> Self:
@@ -201,8 +236,88 @@ class Configurable:
 # ---- helpers ------------------------------------------------------------------------------
 
 
+def _assign(node: Config | dict[str, Any], name: str, value: Any) -> None:
+    if isinstance(node, Config):
+        setattr(node, name, value)
+    else:
+        node[name] = value
+
+
+def _config_subclasses(base: type[Config]) -> list[type[Config]]:
+    """``base`` and every (imported) subclass of it that builds an object."""
+    found, todo = [], [base]
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return [c for c in found if c.owner is not None]
+
+
+def _config_bases(hint: Any) -> list[type[Config]]:
+    """The config classes a field of type ``hint`` declares (``Optional`` and unions too)."""
+    inner, _ = _strip_optional(hint)
+    if typing.get_origin(inner) in (typing.Union, types.UnionType):
+        args = typing.get_args(inner)
+    else:
+        args = (inner,)
+    return [a for a in args if isinstance(a, type) and issubclass(a, Config)]
+
+
+def _section_of_class(current: Config | None, hint: Any, text: str, key: str) -> Config | None:
+    """The config of the class named ``text`` that may replace ``current`` (``key`` = x.cls).
+
+    ``None`` empties an optional section.
+    """
+    label = text.strip().strip("'\"")
+    if label.lower() == "none" and _strip_optional(hint)[1]:
+        return None
+    candidates = [c for b in _config_bases(hint) or [Config] for c in _config_subclasses(b)]
+    matches = [
+        c
+        for c in candidates
+        if label in (_class_label(c), c.__qualname__, f"{c.__module__}:{c.__qualname__}")
+    ]
+    if len(matches) != 1:
+        names = sorted({_class_label(c) for c in candidates})
+        close = difflib.get_close_matches(label, names, n=1)
+        hint_text = f"; did you mean '{close[0]}'?" if close else ""
+        what = "is ambiguous" if matches else "is not a class this section accepts"
+        raise ConfigError(f"'{key}': {label!r} {what} (one of {names}){hint_text}")
+    cls = matches[0]
+    try:
+        new = cls()
+    except TypeError as e:
+        raise ConfigError(f"'{key}': {label} has fields without defaults ({e})") from None
+    if current is None:
+        return new
+    old_hints, new_hints = typing.get_type_hints(type(current)), typing.get_type_hints(cls)
+    for f in dataclasses.fields(new):
+        if f.name in old_hints and old_hints[f.name] == new_hints[f.name]:
+            setattr(new, f.name, _deep_copy(getattr(current, f.name)))
+    return new
+
+
 def _class_label(cls: type) -> str:
     return cls.__qualname__.removesuffix(".Config")
+
+
+def _flatten_value(key: str, value: Any) -> dict[str, Any]:
+    """The printed leaves of the field (or dict entry) ``key``; a dict prints per entry."""
+    if isinstance(value, Config):
+        return {f"{key}.cls": _class_label(type(value)), **value.flatten(prefix=f"{key}.")}
+    if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+        out: dict[str, Any] = {}
+        for name, entry in value.items():
+            out.update(_flatten_value(f"{key}.{name}", entry))
+        return out
+    return {key: value}
+
+
+def _dict_value_hint(hint: Any) -> Any:
+    """The entry type of a ``dict[str, X]`` hint (``Any`` when not declared)."""
+    args = typing.get_args(_strip_optional(hint)[0])
+    return args[1] if len(args) == 2 else Any
 
 
 def _format_value(value: Any) -> str:
@@ -357,6 +472,8 @@ def _from_json(value: Any, hint: Any) -> Any:
         args = typing.get_args(inner)
         elem = args[0] if args else Any
         return tuple(_from_json(v, elem) for v in value)
+    if origin is dict and isinstance(value, dict):
+        return {k: _from_json(v, _dict_value_hint(inner)) for k, v in value.items()}
     if isinstance(value, dict) and _CLASS_KEY in value:
         return Config.from_dict(value)
     return value
@@ -364,8 +481,12 @@ def _from_json(value: Any, hint: Any) -> Any:
 
 def _import_config_class(path: str) -> type[Config]:
     module_name, _, qualname = path.partition(":")
-    if not module_name.startswith(_TRUSTED_MODULE_PREFIXES):
-        raise ConfigError(f"refusing to load config class {path!r}: not part of seqlab")
+    user = any(module_name.partition(".")[0] == m.partition(".")[0] for m in _trusted_user_modules)
+    if not (module_name.startswith(_TRUSTED_MODULE_PREFIXES) or user):
+        raise ConfigError(
+            f"refusing to load config class {path!r}: not part of seqlab; if it is your own "
+            "code, import it with `seqlab --import MODULE_OR_PATH ...`"
+        )
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)

@@ -45,6 +45,9 @@ def _load_all() -> None:
 
     for info in pkgutil.walk_packages(root.__path__, prefix=root.__name__ + "."):
         importlib.import_module(info.name)
+    from seqlab.core.user_modules import import_entry_point_modules
+
+    import_entry_point_modules()
     _loaded = True
 
 

@@ -64,6 +64,9 @@ class MTData(Configurable):
         train_path: str = param("", doc="Training pairs (.tsv: source TAB target, or .jsonl).")
         dev_path: str = param("", doc="Dev pairs; empty = the corpus's dev split.")
         test_path: str = param("", doc="Test pairs; empty = the corpus's test split.")
+        reverse: bool = param(
+            False, doc="Translate target -> source (e.g. es -> en from bible_en_es); same split."
+        )
         tokenizer: SentencePieceTokenizer.Config = param(
             SentencePieceTokenizer.Config(), doc="Shared source/target SentencePiece model."
         )
@@ -113,12 +116,18 @@ class MTData(Configurable):
             self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
             self.tokenizer_path = model_path
             return self.tokenizer
-        pairs = self._read("train")
-        texts = [s for s, _ in pairs] + [t for _, t in pairs]
         self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece(
-            self.config.tokenizer, texts, self.cache_dir / "tokenizers"
+            self.config.tokenizer, self.tokenizer_texts(), self.cache_dir / "tokenizers"
         )
         return self.tokenizer
+
+    def tokenizer_texts(self) -> list[str]:
+        """The texts a tokenizer trains on: every training source, then every target.
+
+        Always in the files' direction, so that ``reverse`` reuses the same (joint) model.
+        """
+        pairs = self._read("train")
+        return [s for s, _ in pairs] + [t for _, t in pairs]
 
     # ---- examples -------------------------------------------------------------------------
     def _read(self, split: str) -> list[tuple[str, str]]:
@@ -131,6 +140,8 @@ class MTData(Configurable):
         if self.tokenizer is None:
             raise RuntimeError("call load_tokenizer() first")
         pairs = self._read(split)
+        if self.config.reverse:
+            pairs = [(t, s) for s, t in pairs]
         src = self.tokenizer.encode_batch([s for s, _ in pairs])
         tgt = self.tokenizer.encode_batch([t for _, t in pairs])
         keep = range(len(pairs))

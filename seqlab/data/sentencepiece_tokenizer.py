@@ -29,6 +29,9 @@ class SentencePieceTokenizer(Configurable):
         max_training_sentences: int = param(
             2_000_000, doc="Sentences sampled to train the model (SentencePiece input limit)."
         )
+        user_defined_symbols: tuple[str, ...] = param(
+            (), doc="Extra whole pieces with ids 4, 5, ... (e.g. target-language tags '<2es>')."
+        )
 
     def __init__(self, config: Config, processor: spm.SentencePieceProcessor) -> None:
         self.config = config
@@ -75,7 +78,11 @@ def train_or_load_sentencepiece(
     if config.model_path:
         return SentencePieceTokenizer.load(config, config.model_path), Path(config.model_path)
     digest = hashlib.sha256()
-    digest.update(repr(dataclasses.astuple(config)).encode())
+    key_fields = dataclasses.astuple(config)
+    if not config.user_defined_symbols:
+        # The field came later: without symbols, keep the keys of models cached before it.
+        key_fields = key_fields[:-1]
+    digest.update(repr(key_fields).encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\n")
@@ -96,6 +103,7 @@ def train_or_load_sentencepiece(
             unk_id=UNK_ID,
             bos_id=BOS_ID,
             eos_id=EOS_ID,
+            user_defined_symbols=list(config.user_defined_symbols),
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
         )

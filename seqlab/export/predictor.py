@@ -7,37 +7,82 @@ from pathlib import Path
 import torch
 
 from seqlab.data.mt_data import MTExamples
+from seqlab.data.multi_task_data import MultiTaskData, UnknownTaskError
+from seqlab.export.input_limits import InputTooLargeError, add_eos_within_limit, check_batch_size
+from seqlab.export.input_text import check_plain_text
+from seqlab.quant.ptq import check_quantize_mode, quantize_int8
 from seqlab.train.checkpoint import load_latest_checkpoint
+from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.ema import model_state
 from seqlab.train.run_context import RunContext, build_context, read_logdir_config
 
-
-class InputTooLargeError(ValueError):
-    """An input over the predictor's limits; the message says which limit."""
+__all__ = ["InputTooLargeError", "Predictor"]
 
 
 class Predictor:
     """Loads a trained task from a logdir and decodes raw text with it."""
 
     def __init__(
-        self, context: RunContext, max_batch_size: int = 64, max_input_tokens: int = 256
+        self,
+        context: RunContext,
+        max_batch_size: int = 64,
+        max_input_tokens: int = 256,
+        task: str = "",
     ) -> None:
+        """``task`` names the task to run in a multi-task model (and must be empty otherwise).
+
+        Raises:
+          UnknownTaskError: for a missing, unknown or superfluous ``task``.
+        """
         self.context = context
         self.max_batch_size = max_batch_size
         self.max_input_tokens = max_input_tokens
+        self.task = task
+        self.checkpoint_path: Path | None = None
+        if isinstance(context.data, MultiTaskData):
+            if not task:
+                raise UnknownTaskError(
+                    f"this model has tasks {context.data.task_names}; choose one with --task"
+                )
+            context.data.check_task(task)
+        elif task:
+            raise UnknownTaskError(f"--task {task}: this model has a single task; omit --task")
         context.task.eval()
 
     @classmethod
     def from_logdir(
-        cls, logdir: Path, max_batch_size: int = 64, max_input_tokens: int = 256
+        cls,
+        logdir: Path,
+        max_batch_size: int = 64,
+        max_input_tokens: int = 256,
+        task: str = "",
+        use_ema: bool | None = None,
+        quantize: str = "none",
     ) -> Predictor:
-        """Builds the task of ``logdir`` and loads its newest checkpoint that verifies."""
+        """Builds the task of ``logdir`` and loads its newest checkpoint that verifies.
+
+        ``use_ema`` loads the moving average of the weights (None: as the logdir's
+        ``trainer.use_ema_for_eval`` says). ``quantize="int8"`` decodes with dynamic int8
+        Linear layers (``seqlab.quant.ptq``). The loaded file is ``checkpoint_path``.
+        """
         config = read_logdir_config(logdir)
         context = build_context(config, logdir, train_tokenizer=False)
         found = load_latest_checkpoint(context.checkpoint_dir)
         if found is None:
             raise FileNotFoundError(f"no usable checkpoint in {context.checkpoint_dir}")
-        context.task.load_state_dict(found[1]["model"])
-        return cls(context, max_batch_size=max_batch_size, max_input_tokens=max_input_tokens)
+        if use_ema is None:
+            use_ema = config.trainer.use_ema_for_eval
+        path, payload = found
+        weights = model_state(payload, path, use_ema)
+        load_model_state(context.task, weights, path, payload.get("config"))
+        check_quantize_mode(quantize)
+        if quantize == "int8":
+            context.task = quantize_int8(context.task)
+        predictor = cls(
+            context, max_batch_size=max_batch_size, max_input_tokens=max_input_tokens, task=task
+        )
+        predictor.checkpoint_path = found[0]
+        return predictor
 
     @torch.no_grad()
     def predict(self, texts: list[str]) -> list[str]:
@@ -46,28 +91,61 @@ class Predictor:
         Raises:
           InputTooLargeError: more than ``max_batch_size`` texts, or a text longer than
             ``max_input_tokens`` tokens.
+          InputTextError: a text with a control character (tab is fine).
         """
-        if len(texts) > self.max_batch_size:
-            raise InputTooLargeError(
-                f"{len(texts)} inputs in one call; the limit is {self.max_batch_size}"
-            )
+        check_batch_size(len(texts), self.max_batch_size)
+        check_plain_text(texts)
         if not texts:
             return []
         data = self.context.data
+        if hasattr(data, "examples_from_texts"):
+            # Inputs other than translation sources (LM prompts, a user's task) are made by
+            # the task's own data: raw texts -> examples that its collate() batches.
+            examples = data.examples_from_texts(list(texts))
+            batch = data.collate(examples, list(range(len(texts))))
+            task = self.context.task
+            return [r["hypothesis"] for r in task.process_decode_out(batch, task.decode(batch))]
         ids = data.tokenizer.encode_batch(texts)
-        for i, row in enumerate(ids):
-            if len(row) + 1 > self.max_input_tokens:
-                raise InputTooLargeError(
-                    f"input {i} has {len(row) + 1} tokens; the limit is {self.max_input_tokens}"
-                )
         eos = data.tokenizer.processor.eos_id()
         examples = MTExamples(
-            source_ids=[row + [eos] for row in ids],
+            source_ids=add_eos_within_limit(ids, eos, self.max_input_tokens),
             target_ids=[[] for _ in ids],
             source_text=list(texts),
             target_text=["" for _ in texts],
         )
+        if self.task:
+            examples = data.task_examples(self.task, examples)
         batch = data.collate(examples, list(range(len(texts))))
         task = self.context.task
         results = task.process_decode_out(batch, task.decode(batch))
         return [r["hypothesis"] for r in results]
+
+    @property
+    def is_speech(self) -> bool:
+        """Whether the model transcribes audio (its input is an ASRData)."""
+        from seqlab.data.asr_data import ASRData
+
+        return isinstance(self.context.data, ASRData)
+
+    @torch.no_grad()
+    def transcribe(self, audio_paths: list[Path]) -> list[str]:
+        """Transcribes audio files (WAV, FLAC, ...; resampled to the model's rate).
+
+        Raises:
+          InputTooLargeError: more than ``max_batch_size`` files.
+          AudioError: naming a missing, unreadable or empty file.
+        """
+        from seqlab.data.asr_data import batch_from_waveforms
+        from seqlab.data.audio_files import read_audio
+
+        check_batch_size(len(audio_paths), self.max_batch_size)
+        if not audio_paths:
+            return []
+        rate = self.context.data.config.sample_rate
+        waveforms = [read_audio(Path(p), rate, resample=True) for p in audio_paths]
+        names = [str(p) for p in audio_paths]
+        batch = batch_from_waveforms(
+            waveforms, [[] for _ in names], names, names, list(range(len(names))), rate
+        )
+        task = self.context.task
+        return [r["hypothesis"] for r in task.process_decode_out(batch, task.decode(batch))]

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer
+from seqlab.layers.attention_positions import AttentionPositions
 
 
 class MultiHeadAttention(Layer):
@@ -25,6 +26,12 @@ class MultiHeadAttention(Layer):
     computed once with ``project_key_value`` and reused by ``attend`` at every step.
     ``attend_with_probs`` is an explicit-softmax path that also returns head-averaged
     attention probabilities (for coverage penalties and alignment images).
+
+    With ``relative_positions`` set (self-attention only), ``forward`` and ``extend_step``
+    apply that scheme (rotary, Shaw et al., T5 bias; see ``attention_positions``) to query
+    positions ``0 ... T-1`` and key positions ``0 ... S-1``; rotary attention keeps the SDPA
+    kernel, schemes that change the scores use an explicit softmax. ``attend`` and
+    ``attend_with_probs`` (the cross-attention paths) never apply it.
     """
 
     @dataclasses.dataclass
@@ -33,6 +40,11 @@ class MultiHeadAttention(Layer):
         num_heads: int = param(8, doc="Number of heads H; must divide model_dim.")
         dropout_prob: float = param(0.0, doc="Dropout on the attention probabilities.")
         bias: bool = param(True, doc="Whether the projections have biases.")
+        relative_positions: AttentionPositions.Config | None = param(
+            None,
+            doc="Positions inside self-attention (RotaryPositions, ShawRelativePositions, "
+            "T5RelativeBias), or None.",
+        )
 
     config: Config
 
@@ -54,6 +66,10 @@ class MultiHeadAttention(Layer):
             nn.init.xavier_uniform_(linear.weight)
             if linear.bias is not None:
                 nn.init.zeros_(linear.bias)
+        self.relative_positions: AttentionPositions | None = None
+        if config.relative_positions is not None:
+            self.relative_positions = config.relative_positions.build()
+            self.relative_positions.check_shape(self.num_heads, self.head_dim)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> [B, H, T, Dh]."""
@@ -85,6 +101,7 @@ class MultiHeadAttention(Layer):
         key_value: torch.Tensor,
         key_paddings: torch.Tensor | None = None,
         causal: bool = False,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attends from ``query`` to ``key_value``.
 
@@ -93,12 +110,57 @@ class MultiHeadAttention(Layer):
           key_value: [B, S, D]; the same tensor as ``query`` for self-attention.
           key_paddings: [B, S], 1.0 = pad; padded keys are never attended. None = no padding.
           causal: query position t attends only to key positions <= t (self-attention).
+          segment_ids: [B, T] (self-attention, T = S) of packed sequences: a query attends
+            only to keys of its own segment. None = one sequence per row.
 
         Returns:
           [B, T, D].
         """
         key, value = self.project_key_value(key_value)
-        return self.attend(query, key, value, key_paddings, causal)
+        if self.relative_positions is None:
+            return self.attend(query, key, value, key_paddings, causal, segment_ids)
+        q = self._split_heads(self.query_proj(query))
+        out = self._attend_at_positions(q, key, value, key_paddings, causal, segment_ids)
+        return self.output_proj(self._merge_heads(out))
+
+    def _attend_at_positions(
+        self,
+        q: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_paddings: torch.Tensor | None,
+        causal: bool,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Self-attention with ``relative_positions`` at query positions ``0 ... T-1`` and key
+        positions ``0 ... S-1``.
+
+        Args:
+          q: [B, H, T, Dh] projected queries.
+          key: [B, H, S, Dh] projected (not yet rotated) keys.
+          value: [B, H, S, Dh].
+          key_paddings: [B, S], 1.0 = pad, or None.
+          causal: query position t attends only to key positions <= t.
+          segment_ids: [B, T] (T = S), keys only of the query's own segment; or None.
+
+        Returns:
+          [B, H, T, Dh].
+        """
+        positions = self.relative_positions
+        assert positions is not None
+        t, s = q.shape[2], key.shape[2]
+        query_positions = torch.arange(t, device=q.device)
+        key_positions = torch.arange(s, device=q.device)
+        q = positions.rotate(q, query_positions)
+        key = positions.rotate(key, key_positions)
+        # Relative positions need no restart per segment: a query sees only its own segment.
+        mask = _attention_mask(key_paddings, causal, t, s, segment_ids)
+        if not positions.modifies_scores:
+            return self._sdpa(q, key, value, mask, causal)
+        if mask is None and causal:
+            mask = _causal_mask(t, s, q.device)
+        out, _ = self._softmax_attention(q, key, value, mask, (query_positions, key_positions))
+        return out
 
     def attend(
         self,
@@ -107,6 +169,7 @@ class MultiHeadAttention(Layer):
         value: torch.Tensor,
         key_paddings: torch.Tensor | None = None,
         causal: bool = False,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attends from ``query`` to already projected keys and values (SDPA path).
 
@@ -116,12 +179,27 @@ class MultiHeadAttention(Layer):
           value: [B, H, S, Dh] from ``project_key_value``.
           key_paddings: [B, S], 1.0 = pad, or None.
           causal: query position t attends only to key positions <= t.
+          segment_ids: [B, T] (T = S), keys only of the query's own segment; or None.
 
         Returns:
           [B, T, D].
         """
         q = self._split_heads(self.query_proj(query))
-        mask = _attention_mask(key_paddings, causal, q.shape[2], key.shape[2])
+        mask = _attention_mask(key_paddings, causal, q.shape[2], key.shape[2], segment_ids)
+        return self.output_proj(self._merge_heads(self._sdpa(q, key, value, mask, causal)))
+
+    def _sdpa(
+        self,
+        q: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        """Fused attention of [B, H, T, Dh] queries to [B, H, S, Dh] keys/values -> [B, H, T, Dh].
+
+        ``mask`` is from ``_attention_mask``; a causal mask alone is passed as ``causal``.
+        """
         # The CPU flash-attention kernel is several times slower in bfloat16 than in float32
         # (its backward above all), so under autocast the attention itself runs in float32.
         with torch.autocast("cpu", enabled=False):
@@ -133,7 +211,7 @@ class MultiHeadAttention(Layer):
                 dropout_p=self._dropout_prob(),
                 is_causal=causal and mask is None,
             )
-        return self.output_proj(self._merge_heads(out.to(q.dtype)))
+        return out.to(q.dtype)
 
     def attend_with_probs(
         self,
@@ -155,16 +233,50 @@ class MultiHeadAttention(Layer):
           averaged over heads, before dropout; rows with every key padded are all zero.
         """
         q = self._split_heads(self.query_proj(query))
-        scores = torch.matmul(q, key.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
         mask = _attention_mask(key_paddings, False, q.shape[2], key.shape[2])
+        out, probs = self._softmax_attention(q, key, value, mask)
+        return self.output_proj(self._merge_heads(out)), probs.mean(dim=1)
+
+    def _softmax_attention(
+        self,
+        q: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explicit-softmax attention of [B, H, T, Dh] queries to [B, H, S, Dh] keys/values.
+
+        Args:
+          q, key, value: per-head projections (rotated already, if rotary).
+          mask: boolean, True = may attend, broadcastable to [B, H, T, S], or None.
+          positions: ([T], [S]) query and key positions for ``relative_positions``'s score
+            bias and value term, or None for none.
+
+        Returns:
+          (outputs [B, H, T, Dh], probs [B, H, T, S] before dropout; rows with every key
+          masked are all zero).
+        """
+        scores = torch.matmul(q, key.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
+        if positions is not None:
+            assert self.relative_positions is not None
+            bias = self.relative_positions.score_bias(q, *positions)
+            if bias is not None:
+                scores = scores + bias
         if mask is not None:
             # A finite fill keeps fully padded rows finite (uniform); they are zeroed below.
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(dim=-1)
         if mask is not None:
             probs = probs * mask.any(dim=-1, keepdim=True)
-        out = torch.matmul(F.dropout(probs, self._dropout_prob(), self.training), value)
-        return self.output_proj(self._merge_heads(out)), probs.mean(dim=1)
+        dropped = F.dropout(probs, self._dropout_prob(), self.training)
+        out = torch.matmul(dropped, value)
+        if positions is not None:
+            assert self.relative_positions is not None
+            value_term = self.relative_positions.value_term(dropped, *positions)
+            if value_term is not None:
+                out = out + value_term
+        return out, probs
 
     def extend_step(
         self,
@@ -177,7 +289,8 @@ class MultiHeadAttention(Layer):
 
         Args:
           query: [B, 1, D], the input at position ``step``.
-          key_cache: [B, H, M, Dh] preallocated keys (M >= step + 1), updated in place.
+          key_cache: [B, H, M, Dh] preallocated keys (M >= step + 1; rotated, with rotary
+            positions), updated in place.
           value_cache: [B, H, M, Dh] preallocated values, updated in place.
           step: position of ``query``; cache positions < step hold earlier steps.
 
@@ -186,27 +299,99 @@ class MultiHeadAttention(Layer):
         """
         q = self._split_heads(self.query_proj(query))
         key, value = self.project_key_value(query)
+        positions = self.relative_positions
+        if positions is not None:
+            query_positions = torch.arange(step, step + 1, device=q.device)
+            q = positions.rotate(q, query_positions)
+            key = positions.rotate(key, query_positions)  # cached rotated
         key_cache[:, :, step : step + 1] = key
         value_cache[:, :, step : step + 1] = value
-        out = F.scaled_dot_product_attention(
-            q, key_cache[:, :, : step + 1], value_cache[:, :, : step + 1]
-        )
+        keys, values = key_cache[:, :, : step + 1], value_cache[:, :, : step + 1]
+        if positions is not None and positions.modifies_scores:
+            key_positions = torch.arange(step + 1, device=q.device)
+            out, _ = self._softmax_attention(
+                q, keys, values, None, (query_positions, key_positions)
+            )
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values)
+        return self.output_proj(self._merge_heads(out))
+
+    def extend_step_beams(
+        self,
+        query: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        step: int,
+        history_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``extend_step`` for K beams of each example, whose caches are never reordered.
+
+        Beam k of example b writes its key and value at ``[b, :, step, k]``; which slot holds
+        the earlier keys of a beam's own history is told by ``history_mask``. The K beams
+        attend as K query positions of one row to the keys of all K slots, each masked to its
+        own history, so a beam search step moves no cache (as cross-attention in
+        ``TransformerDecoderLayer.extend_step`` never copies the encoder keys per beam).
+
+        Args:
+          query: [B, K, D], the inputs of the K beams at position ``step``.
+          key_cache: [B, H, M, K, Dh] preallocated keys (rotated, with rotary positions),
+            updated in place at position ``step``.
+          value_cache: [B, H, M, K, Dh] preallocated values, updated in place.
+          step: position of ``query``.
+          history_mask: [B, 1, K, (step + 1) * K] boolean, True where beam k (row) may attend
+            to key ``t * K + j``, i.e. where slot j at position t is in beam k's history.
+
+        Returns:
+          [B, K, D]; beam k equals ``extend_step`` with that beam's own history cached.
+        """
+        beams = query.shape[1]
+        q = self._split_heads(self.query_proj(query))
+        key, value = self.project_key_value(query)
+        positions = self.relative_positions
+        if positions is not None:
+            query_positions = torch.full((beams,), step, device=q.device)
+            q = positions.rotate(q, query_positions)
+            key = positions.rotate(key, query_positions)
+        key_cache[:, :, step] = key
+        value_cache[:, :, step] = value
+        # [B, H, (step + 1) * K, Dh] views: slot j of position t is key t * K + j.
+        keys = key_cache[:, :, : step + 1].flatten(2, 3)
+        values = value_cache[:, :, : step + 1].flatten(2, 3)
+        if positions is not None and positions.modifies_scores:
+            key_positions = torch.arange(step + 1, device=q.device).repeat_interleave(beams)
+            out, _ = self._softmax_attention(
+                q, keys, values, history_mask, (query_positions, key_positions)
+            )
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=history_mask)
         return self.output_proj(self._merge_heads(out))
 
 
 def _attention_mask(
-    key_paddings: torch.Tensor | None, causal: bool, query_length: int, key_length: int
+    key_paddings: torch.Tensor | None,
+    causal: bool,
+    query_length: int,
+    key_length: int,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Boolean mask (True = may attend) broadcastable to [B, H, T, S], or None if all may.
 
     A causal mask alone is returned as None too: SDPA's ``is_causal`` is faster than a mask.
+    With ``segment_ids`` [B, T] (packed sequences), only keys of the query's segment are kept.
     """
-    if key_paddings is None:
+    masks = []
+    if key_paddings is not None:
+        masks.append((key_paddings < 0.5)[:, None, None, :])
+    if segment_ids is not None:
+        masks.append((segment_ids[:, :, None] == segment_ids[:, None, :])[:, None])
+    if not masks:
         return None
-    mask = (key_paddings < 0.5)[:, None, None, :]
+    mask = masks[0] if len(masks) == 1 else masks[0] & masks[1]
     if causal:
-        allowed = torch.ones(
-            query_length, key_length, dtype=torch.bool, device=key_paddings.device
-        ).tril()
-        mask = mask & allowed
+        mask = mask & _causal_mask(query_length, key_length, mask.device)
     return mask
+
+
+def _causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
+    """[T, S] boolean, True where key position <= query position (both counted from 0)."""
+    return torch.ones(query_length, key_length, dtype=torch.bool, device=device).tril()

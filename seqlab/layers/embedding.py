@@ -1,4 +1,8 @@
-"""Token embeddings (optionally shared with the output softmax) and sinusoidal positions."""
+"""Token embeddings (optionally shared with the output softmax) and absolute positions.
+
+Absolute positions come sinusoidal (fixed) or learned (a table); both are
+``AbsolutePositions``, so a model's ``positions`` field accepts either config.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,22 @@ class TokenEmbedding(Layer):
         return nn.functional.linear(inputs, self.weight)
 
 
-class SinusoidalPositions(Layer):
+class AbsolutePositions(Layer):
+    """Base of absolute position encodings: ``forward(length, offset)`` -> [T, D]."""
+
+    @dataclasses.dataclass
+    class Config(Layer.Config):
+        model_dim: int = param(512, doc="Encoding width D.")
+        max_length: int = param(1024, doc="Number of positions the encoding is made for.")
+
+    config: Config
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        """Encodings of positions ``offset, ..., offset + length - 1``: [T, D] float32."""
+        raise NotImplementedError
+
+
+class SinusoidalPositions(AbsolutePositions):
     """Fixed sinusoidal position encodings (tensor2tensor layout: sines, then cosines).
 
     Channel ``i < D/2`` of position ``p`` is ``sin(p * w_i)`` and channel ``D/2 + i`` is
@@ -67,7 +86,7 @@ class SinusoidalPositions(Layer):
     """
 
     @dataclasses.dataclass
-    class Config(Layer.Config):
+    class Config(AbsolutePositions.Config):
         model_dim: int = param(512, doc="Encoding width D (must be even).")
         max_length: int = param(1024, doc="Positions precomputed and cached at construction.")
         min_timescale: float = param(1.0, doc="Shortest sinusoid period / (2 pi).")
@@ -109,3 +128,44 @@ class SinusoidalPositions(Layer):
             return self.table[offset:end]
         positions = torch.arange(offset, end, dtype=torch.float32, device=self.table.device)
         return self._compute(positions)
+
+
+class LearnedPositions(AbsolutePositions):
+    """Learned absolute positions: a ``[max_length, D]`` table (Gehring et al. 2017).
+
+    Initialized like fairseq's learned positions, normal with std ``D**-0.5``. Positions past
+    the table are an error: the model never learned them.
+    """
+
+    @dataclasses.dataclass
+    class Config(AbsolutePositions.Config):
+        model_dim: int = param(512, doc="Encoding width D.")
+        max_length: int = param(1024, doc="Rows of the table: the longest sequence it embeds.")
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.weight = nn.Parameter(torch.empty(config.max_length, config.model_dim))
+        nn.init.normal_(self.weight, mean=0.0, std=config.model_dim**-0.5)
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        """Encodings of positions ``offset, ..., offset + length - 1``.
+
+        Args:
+          length: number of positions T.
+          offset: first position (e.g. the decode step).
+
+        Returns:
+          [T, D] rows of the table.
+
+        Raises:
+          ValueError: when the positions run past ``max_length``.
+        """
+        end = offset + length
+        if end > self.config.max_length:
+            raise ValueError(
+                f"LearnedPositions has max_length = {self.config.max_length} positions, but "
+                f"positions up to {end - 1} were asked for; raise positions.max_length"
+            )
+        return self.weight[offset:end]

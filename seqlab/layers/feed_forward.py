@@ -19,8 +19,8 @@ class FeedForward(Layer):
     class Config(Layer.Config):
         model_dim: int = param(512, doc="Input and output width D.")
         hidden_dim: int = param(2048, doc="Inner width H.")
-        activation: Literal["relu", "gelu"] = param(
-            "relu", doc="Nonlinearity after the first projection."
+        activation: Literal["relu", "gelu", "silu"] = param(
+            "relu", doc="Nonlinearity after the first projection (silu = swish, Conformer)."
         )
         dropout_prob: float = param(0.0, doc="Dropout on the hidden activations.")
         bias: bool = param(True, doc="Whether the projections have biases.")
@@ -29,13 +29,15 @@ class FeedForward(Layer):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        if config.activation not in ("relu", "gelu"):
+        activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+        if config.activation not in activations:
             raise ConfigError(
-                f"FeedForward.activation must be 'relu' or 'gelu', got {config.activation!r}"
+                f"FeedForward.activation must be one of {sorted(activations)}, "
+                f"got {config.activation!r}"
             )
         self.input_proj = nn.Linear(config.model_dim, config.hidden_dim, bias=config.bias)
         self.output_proj = nn.Linear(config.hidden_dim, config.model_dim, bias=config.bias)
-        self.activation = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.activation = activations[config.activation]()
         self.dropout = nn.Dropout(config.dropout_prob)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

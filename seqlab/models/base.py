@@ -39,6 +39,11 @@ class Task(Layer):
         """Returns the scalar loss to minimize and weighted metrics."""
         raise NotImplementedError
 
+    def finalize_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics of a whole dataset from the weighted means of ``compute_loss``'s (e.g. a
+        perplexity, the exponential of the mean log-perplexity); by default the means."""
+        return means
+
     def decode(self, batch: NestedMap) -> NestedMap:
         raise NotImplementedError
 

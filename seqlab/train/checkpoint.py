@@ -5,16 +5,21 @@ A checkpoint file is ``MAGIC + sha256(payload) + payload`` where the payload is 
 written under a temporary name, flushed, fsynced and renamed, so a crash never leaves a
 half-written file under a checkpoint's name. A file whose checksum does not match is
 refused (and kept on disk for inspection); loading falls back to the previous good one.
+
+Multi-process runs write a directory per step instead (``ckpt-<step>.dcp``, see
+seqlab.distributed.checkpoint); both kinds are listed, pruned and loaded here alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import torch
 
 MAGIC = b"SEQLAB-CKPT-1\n"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_NAME = re.compile(r"^ckpt-(\d+)\.(?:pt|dcp)$")
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +36,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file."""
 
 
+class IncompatibleCheckpointError(CheckpointError):
+    """A whole, verified checkpoint that this run cannot use (a newer format version, or
+    another model's weights). Unlike a corrupt file it is not skipped for an older one: the
+    older ones come from the same writer."""
+
+
 def checkpoint_path(directory: Path, step: int) -> Path:
     return directory / f"ckpt-{step:08d}.pt"
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint file in ``directory``, oldest first."""
+    """(step, path) of every checkpoint (file or .dcp directory) in ``directory``, oldest first."""
     if not directory.is_dir():
         return []
     found = []
@@ -69,7 +80,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-_TEMPORARY = re.compile(r"^\.ckpt-\d+\.pt\.tmp-(\d+)$")
+_TEMPORARY = re.compile(r"^\.ckpt-\d+\.(?:pt|dcp)\.tmp-(\d+)$")
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
@@ -95,9 +106,31 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
             pass
         except PermissionError:
             continue  # alive, owned by someone else
-        path.unlink(missing_ok=True)
+        _remove(path)
         removed.append(path)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    """Deletes all but the newest ``keep`` checkpoints (none if ``keep`` <= 0)."""
+    if keep > 0:
+        for _, old in list_checkpoints(directory)[:-keep]:
+            _remove(old)
+
+
+def encode_checkpoint(payload: dict[str, Any]) -> bytes:
+    """``MAGIC + sha256(data) + data`` with ``data`` the torch.save of ``payload``."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    return MAGIC + hashlib.sha256(data).digest() + data
 
 
 def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
@@ -106,39 +139,73 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     Raises:
       CheckpointError: when the write fails (e.g. disk full); older checkpoints are untouched.
     """
-    buffer = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, "step": step, **payload}, buffer)
-    data = buffer.getvalue()
+    encoded = encode_checkpoint({"format_version": FORMAT_VERSION, "step": step, **payload})
     path = checkpoint_path(directory, step)
+    existed = path.exists()
+    aside = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, MAGIC + hashlib.sha256(data).digest() + data)
+        aside = _keep_aside(path)
+        _write_atomic(path, encoded)
         _write_atomic(directory / "latest", (path.name + "\n").encode())
     except OSError as e:
+        # Reported as not saved: leave the directory as it was.
+        with contextlib.suppress(OSError):
+            if aside is not None:
+                os.replace(aside, path)
+            elif not existed:
+                path.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not save checkpoint {path} ({e.strerror or e}); "
             f"the previous checkpoints in {directory} are kept"
         ) from e
-    if keep > 0:
-        for _, old in list_checkpoints(directory)[:-keep]:
-            old.unlink(missing_ok=True)
+    if aside is not None:
+        log.warning("%s existed (unreadable, or another run's); kept it as %s", path, aside.name)
+    prune_checkpoints(directory, keep)
     return path
 
 
+def _keep_aside(path: Path) -> Path | None:
+    """Gives the file at ``path`` a second name ``<name>.replaced-N`` before it is overwritten.
+
+    Only a run that fell back past an unreadable checkpoint reaches its step again; the file
+    stays for inspection, never lost. A hard link costs no space; a copy is the fallback.
+    """
+    if not path.is_file():
+        return None
+    n = 1
+    while (aside := path.with_name(f"{path.name}.replaced-{n}")).exists():
+        n += 1
+    try:
+        os.link(path, aside)
+    except OSError:  # no hard links on this filesystem
+        shutil.copyfile(path, aside)
+    return aside
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Reads and verifies one checkpoint file.
+    """Reads and verifies one checkpoint (a file, or a .dcp directory read whole).
 
     Raises:
       CheckpointError: if the file is truncated, corrupt, of another format, or holds
         anything but tensors and plain containers (no code is ever executed).
     """
+    if path.is_dir():
+        from seqlab.distributed.checkpoint import read_sharded_checkpoint
+
+        return read_sharded_checkpoint(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    return decode_checkpoint(raw, path)
+
+
+def decode_checkpoint(raw: bytes, path: Path) -> dict[str, Any]:
+    """The payload of checkpoint bytes ``raw`` read from ``path`` (named in errors)."""
     header = len(MAGIC) + 32
     if not raw.startswith(MAGIC) or len(raw) < header:
-        raise CheckpointError(f"{path} is not a seqlab checkpoint (bad header or truncated)")
+        raise CheckpointError(_header_problem(raw, path))
     digest, data = raw[len(MAGIC) : header], raw[header:]
     if hashlib.sha256(data).digest() != digest:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch)")
@@ -156,23 +223,52 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"refusing checkpoint {path}: it cannot be decoded ({type(e).__name__}: {first_line})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version "
-            f"{payload.get('format_version') if isinstance(payload, dict) else '?'}, "
-            f"this seqlab reads version {FORMAT_VERSION}"
+    version = payload.get("format_version") if isinstance(payload, dict) else "?"
+    if type(version) is not int or version != FORMAT_VERSION:
+        newer = type(version) is int and version > FORMAT_VERSION
+        shown = version if type(version) is int or version == "?" else ascii(version)[:40]
+        shown = str(shown).splitlines()[0]  # one line, even for a forged tensor
+        raise IncompatibleCheckpointError(
+            f"checkpoint {path} has format version {shown}, this seqlab reads version "
+            f"{FORMAT_VERSION}"
+            + ("; it was written by a newer seqlab: upgrade seqlab to load it" if newer else "")
         )
     return payload
+
+
+def _header_problem(raw: bytes, path: Path) -> str:
+    """What is wrong with a file that does not start with a whole header."""
+    if not raw:
+        return f"checkpoint {path} is empty (truncated)"
+    if MAGIC.startswith(raw) or raw.startswith(MAGIC):
+        return f"checkpoint {path} is truncated ({len(raw)} bytes, shorter than its header)"
+    other = re.match(rb"SEQLAB-CKPT-(\d+)\n", raw)
+    if other:
+        return (
+            f"checkpoint {path} has file format {int(other.group(1))}, this seqlab reads "
+            f"{MAGIC.strip().decode()} (written by another seqlab version, or corrupt)"
+        )
+    kind = "a plain torch.save file" if raw.startswith(b"PK\x03\x04") else "another kind of file"
+    return (
+        f"{path} is not a seqlab checkpoint: it does not start with {MAGIC.strip().decode()} "
+        f"(corrupt, or {kind})"
+    )
 
 
 def load_latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint in ``directory`` that verifies, or None if there is none.
 
     Corrupt files are reported and skipped, never deleted.
+
+    Raises:
+      IncompatibleCheckpointError: the newest whole checkpoint has a newer format version;
+        older checkpoints are not tried, since they are not what the run last wrote.
     """
     for _, path in reversed(list_checkpoints(directory)):
         try:
             return path, load_checkpoint(path)
+        except IncompatibleCheckpointError:
+            raise
         except CheckpointError as e:
             log.warning("%s; trying the previous checkpoint", e)
     return None

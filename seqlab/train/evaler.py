@@ -29,4 +29,4 @@ def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> d
         _, metrics = task.compute_loss(batch, predictions)
         accumulator.add(metrics)
     task.train(was_training)
-    return accumulator.means()
+    return task.finalize_metrics(accumulator.means())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from seqlab.core.config import Config, param
+from seqlab.quant.qat import QuantizationConfig
 from seqlab.train.trainer_config import TrainerConfig
 
 
@@ -17,3 +18,6 @@ class ExperimentConfig(Config):
     task: Config = param(Config(), doc="The model with its loss, decoding and metrics.")
     data: Config = param(Config(), doc="Input data and tokenizer.")
     trainer: TrainerConfig = param(TrainerConfig(), doc="Optimization, checkpoints, intervals.")
+    quant: QuantizationConfig = param(
+        QuantizationConfig(), doc="Quantization-aware training; quant.mode=qat turns it on."
+    )

@@ -15,6 +15,7 @@ from seqlab.core.config import Config
 from seqlab.core.registry import get_experiment
 from seqlab.data.sentencepiece_tokenizer import copy_model
 from seqlab.models.base import Task
+from seqlab.quant.qat import build_task
 from seqlab.train.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,6 @@ def build_context(config: ExperimentConfig, logdir: Path, train_tokenizer: bool)
         copy_model(data.tokenizer_path, tokenizer_path)
     else:
         raise LogdirError(f"{tokenizer_path} not found; train in {logdir} first")
-    task = config.task.build()
+    task = build_task(config.task, config.quant)
     task.bind_data(data)
     return RunContext(config=config, logdir=logdir, data=data, task=task)

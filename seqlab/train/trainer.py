@@ -17,17 +17,24 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from seqlab.quant.qat import set_quantization_step
 from seqlab.train.checkpoint import (
+    CheckpointError,
+    IncompatibleCheckpointError,
+    list_checkpoints,
     load_latest_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
 )
+from seqlab.train.checkpoint_fit import load_model_state
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
+from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.run_context import RunContext, build_context, write_config_files
 from seqlab.train.summaries import Summaries
+from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +64,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class Trainer:
     """Runs the training loop of one experiment in one logdir."""
 
+    # Only one process of a multi-process run writes config files, summaries and progress.
+    is_main_process: bool = True
+
     def __init__(self, config: ExperimentConfig, logdir: Path, show_progress: bool = True) -> None:
         self.config = config
         self.logdir = logdir
         self.show_progress = show_progress
-        write_config_files(config, logdir)
         self.context: RunContext = build_context(config, logdir, train_tokenizer=True)
+        if self.is_main_process and not list_checkpoints(self.context.checkpoint_dir):
+            # A resuming run rewrites them in train(), once its checkpoint is known to fit.
+            write_config_files(config, logdir)
         self.task = self.context.task
         self.data = self.context.data
         self.examples = self.data.examples("train")
         self.stream = self.data.train_stream(self.examples, config.seed)
         tc = config.trainer
         self.schedule = LearningRateSchedule(tc.schedule, default_total_steps=tc.max_steps)
-        self.params = [p for p in self.task.parameters() if p.requires_grad]
-        self.optimizer = tc.optimizer.build(self.params, lr=self.schedule(1))
+        self._build_optimizer()
         self.summaries = Summaries(logdir)
         self.step = 0
         self.skipped_steps = 0
         self._saved_step: int | None = None
         self._stop_requested = False
+        # Seconds spent getting batches (next indices, collating) since the last log line.
+        self.data_wait_seconds = 0.0
+
+    def _build_optimizer(self) -> None:
+        """Sets ``params`` and ``optimizer`` over the task's trainable parameters (again after
+        wrapping, which may replace them)."""
+        tc = self.config.trainer
+        named_params = [(n, p) for n, p in self.task.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named_params]
+        self.optimizer = tc.optimizer.build(self.params, lr=self.schedule(1))
+        self.ema = tc.ema.build(named_params)
+        self.weight_noise = tc.weight_noise.build(self.params, seed=self.config.seed)
+        if tc.use_ema_for_eval and not self.ema.enabled:
+            raise ValueError("trainer.use_ema_for_eval needs trainer.ema.decay > 0")
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "config": self.config.to_dict(),
             "model": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -87,12 +112,23 @@ class Trainer:
             "rng": rng_state(),
             "skipped_steps": self.skipped_steps,
         }
+        if self.ema.enabled:
+            payload[EMA_CHECKPOINT_KEY] = self.ema.state_dict()
+        if self.config.trainer.weight_noise.std > 0:
+            payload[WEIGHT_NOISE_CHECKPOINT_KEY] = self.weight_noise.state_dict()
+        return payload
 
     def save(self) -> Path:
         tc = self.config.trainer
-        path = save_checkpoint(
-            self.context.checkpoint_dir, self.step, self._payload(), tc.keep_checkpoints
-        )
+        try:
+            path = save_checkpoint(
+                self.context.checkpoint_dir, self.step, self._payload(), tc.keep_checkpoints
+            )
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}; training stops at step {self.step}: make room and run the same command "
+                f"to resume from the newest of them"
+            ) from e.__cause__
         self._saved_step = self.step
         return path
 
@@ -104,16 +140,42 @@ class Trainer:
         if found is None:
             return False
         path, payload = found
-        self.task.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        try:
+            load_model_state(self.task, payload.get("model"), path, payload.get("config"))
+        except IncompatibleCheckpointError as e:
+            # Older checkpoints are not tried: they come from the same run as this one.
+            raise IncompatibleCheckpointError(
+                f"{e}. Older checkpoints are not tried (they come from the same run): train "
+                f"this config in a new --logdir, or resume with the config of "
+                f"{self.logdir / 'config.txt'} (the logdir's checkpoints and config files are "
+                f"left as they were)"
+            ) from None
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {path}: its optimizer state does not fit trainer.optimizer ({e})"
+            ) from None
         self.stream.load_state_dict(payload["data_stream"])
         set_rng_state(payload["rng"])
+        self._restore_average_and_noise(payload, path)
         self.step = int(payload["step"])
         self._saved_step = self.step
         self.skipped_steps = int(payload.get("skipped_steps", 0))
         log.info("resumed from %s (step %d)", path, self.step)
         tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
         return True
+
+    def _restore_average_and_noise(self, payload: dict[str, Any], path: Path) -> None:
+        """Restores the weights' moving average and the weight-noise generator (after the
+        weights themselves)."""
+        if self.ema.enabled and EMA_CHECKPOINT_KEY in payload:
+            self.ema.load_state_dict(payload[EMA_CHECKPOINT_KEY])
+        elif self.ema.enabled:
+            self.ema.reset()
+            tqdm.write(f"[seqlab] {path} has no moving average; it starts from its weights")
+        if WEIGHT_NOISE_CHECKPOINT_KEY in payload:
+            self.weight_noise.load_state_dict(payload[WEIGHT_NOISE_CHECKPOINT_KEY])
 
     # ---- one update ---------------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> str | None:
@@ -130,30 +192,67 @@ class Trainer:
             return f"gradient norm is {grad_norm.item()} (non-finite gradients in: {shown})"
         return None
 
+    def _collate(self, indices: list[int]) -> Any:
+        """The batch of ``indices``; the time it takes counts as waiting for data."""
+        start = time.perf_counter()
+        batch = self.data.collate(self.examples, indices)
+        self.data_wait_seconds += time.perf_counter() - start
+        return batch
+
     def train_step(self, indices: list[int]) -> dict[str, float]:
         """One optimizer update on the examples ``indices``; returns its metrics."""
         tc = self.config.trainer
-        batch = self.data.collate(self.examples, indices)
+        batch = self._collate(indices)
         lr = self.schedule(self.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.task.train()
-        with autocast(tc.mixed_precision):
-            predictions = self.task.compute_predictions(batch)
-            loss, metrics = self.task.compute_loss(batch, predictions)
-        problem = self._check_finite(loss, None)
-        grad_norm = None
-        if problem is None:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.params if p.grad is not None]
-            )
-            # Checked before clipping: scaling by max_norm / inf would turn every gradient
-            # into 0 or NaN and hide which parameters were at fault.
-            problem = self._check_finite(loss, grad_norm)
-            if problem is None and tc.clip_gradient_norm > 0:
-                torch.nn.utils.clip_grads_with_norm_(self.params, tc.clip_gradient_norm, grad_norm)
+        with self.weight_noise.applied(self.step):
+            with autocast(tc.mixed_precision):
+                predictions = self.task.compute_predictions(batch)
+                loss, metrics = self.task.compute_loss(batch, predictions)
+            problem = self._check_finite(loss, None)
+            grad_norm = None
+            if problem is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                problem, grad_norm = self._clip_gradients(loss)
+        self._apply_update(problem)
+        self.step += 1
+        set_quantization_step(self.task, self.step)
+        out = {name: value for name, (value, _) in metrics.items()}
+        out.update(
+            learning_rate=lr,
+            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            # A batch may count its own tokens (speech: 10 ms frames plus transcript tokens).
+            tokens=float(batch.num_tokens)
+            if "num_tokens" in batch
+            else float(batch.src_paddings.numel() - batch.src_paddings.sum())
+            + float(batch.tgt_paddings.numel() - batch.tgt_paddings.sum()),
+            skipped_steps=float(self.skipped_steps),
+            # Broken input lines the data reader skipped (speech manifests), 0 if none.
+            skipped_examples=float(getattr(self.examples, "num_skipped", 0)),
+        )
+        return out
+
+    def _gradient_norm(self) -> torch.Tensor:
+        """The L2 norm of all gradients together."""
+        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+
+    def _clip_gradients(self, loss: torch.Tensor) -> tuple[str | None, torch.Tensor]:
+        """Clips the gradients to ``clip_gradient_norm``; returns (problem, norm before)."""
+        tc = self.config.trainer
+        grad_norm = self._gradient_norm()
+        # Checked before clipping: scaling by max_norm / inf would turn every gradient
+        # into 0 or NaN and hide which parameters were at fault.
+        problem = self._check_finite(loss, grad_norm)
+        if problem is None and tc.clip_gradient_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, tc.clip_gradient_norm, grad_norm)
+        return problem, grad_norm
+
+    def _apply_update(self, problem: str | None) -> None:
+        """Steps the optimizer, or handles ``problem`` by trainer.nan_policy."""
+        tc = self.config.trainer
         if problem is not None:
             if tc.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
@@ -166,41 +265,46 @@ class Trainer:
                 )
         else:
             self.optimizer.step()
-        self.step += 1
-        out = {name: value for name, (value, _) in metrics.items()}
-        out.update(
-            learning_rate=lr,
-            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-            tokens=float(batch.src_paddings.numel() - batch.src_paddings.sum())
-            + float(batch.tgt_paddings.numel() - batch.tgt_paddings.sum()),
-            skipped_steps=float(self.skipped_steps),
-        )
-        return out
+        self.ema.update(self.step + 1)
 
     # ---- eval and decode ----------------------------------------------------------------------
+    def _eval_weights(self) -> tuple[contextlib.AbstractContextManager, str]:
+        """(context in which the task holds the weights to evaluate, job-name suffix)."""
+        if self.config.trainer.use_ema_for_eval:
+            return self.ema.swapped_in(), EMA_JOB_SUFFIX
+        return contextlib.nullcontext(), ""
+
     def run_evals(self) -> None:
-        for dataset in self.config.trainer.eval_datasets:
-            metrics = evaluate(self.context, dataset, show_progress=self.show_progress)
-            self.summaries.scalars(f"eval_{dataset}", self.step, metrics)
-            tqdm.write(f"[seqlab] step {self.step} eval {dataset}: " + _fmt(metrics))
+        weights, suffix = self._eval_weights()
+        with weights:
+            for dataset in self.config.trainer.eval_datasets:
+                metrics = evaluate(self.context, dataset, show_progress=self.show_progress)
+                self.summaries.scalars(f"eval_{dataset}{suffix}", self.step, metrics)
+                tqdm.write(f"[seqlab] step {self.step} eval {dataset}{suffix}: " + _fmt(metrics))
 
     def run_decodes(self) -> None:
         tc = self.config.trainer
-        for dataset in tc.decode_datasets:
-            results, metrics = decode_dataset(
-                self.context, dataset, limit=tc.decode_limit, show_progress=self.show_progress
-            )
-            job = f"decode_{dataset}"
-            write_decode_outputs(self.logdir / job, self.step, results, metrics)
-            self.summaries.scalars(job, self.step, metrics)
-            alignment = getattr(self.task, "alignment", None)
-            if alignment is not None:
-                examples = self.data.examples(dataset)
-                probs = alignment(self.data.collate(examples, [0]))
-                self.summaries.alignment(job, self.step, probs)
-            tqdm.write(f"[seqlab] step {self.step} decode {dataset}: " + _fmt(metrics))
+        weights, suffix = self._eval_weights()
+        with weights:
+            for dataset in tc.decode_datasets:
+                results, metrics = decode_dataset(
+                    self.context, dataset, limit=tc.decode_limit, show_progress=self.show_progress
+                )
+                job = f"decode_{dataset}{suffix}"
+                write_decode_outputs(self.logdir / job, self.step, results, metrics)
+                self.summaries.scalars(job, self.step, metrics)
+                alignment = getattr(self.task, "alignment", None)
+                if alignment is not None:
+                    examples = self.data.examples(dataset)
+                    probs = alignment(self.data.collate(examples, [0]))
+                    self.summaries.alignment(job, self.step, probs)
+                tqdm.write(f"[seqlab] step {self.step} decode {dataset}{suffix}: " + _fmt(metrics))
 
     # ---- the loop ---------------------------------------------------------------------------
+    def _agree_on_saving(self, due_by_time: bool) -> bool:
+        """Whether to save now by the clock; several processes must all agree (and on a stop)."""
+        return due_by_time
+
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
         tqdm.write(f"[seqlab] signal {signum}: saving a checkpoint after this step, then exiting")
@@ -209,11 +313,14 @@ class Trainer:
         """Trains to ``max_steps``; returns the final step."""
         tc = self.config.trainer
         self.restore()
+        if self.is_main_process:
+            write_config_files(self.config, self.logdir)
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }
         last_save = time.time()
         window_tokens, window_start = 0.0, time.time()
+        self.data_wait_seconds = 0.0
         bar = tqdm(
             total=tc.max_steps,
             initial=self.step,
@@ -224,7 +331,10 @@ class Trainer:
         )
         try:
             while self.step < tc.max_steps and not self._stop_requested:
-                metrics = self.train_step(next(self.stream))
+                fetch_start = time.perf_counter()
+                indices = next(self.stream)
+                self.data_wait_seconds += time.perf_counter() - fetch_start
+                metrics = self.train_step(indices)
                 window_tokens += metrics["tokens"]
                 bar.update(1)
                 if self.step % tc.log_every_steps == 0 or self.step == tc.max_steps:
@@ -232,18 +342,25 @@ class Trainer:
                     metrics["tokens_per_second"] = window_tokens / elapsed
                     metrics["steps_per_second"] = tc.log_every_steps / elapsed
                     metrics["epoch"] = float(self.stream.epoch)
+                    # The input pipeline must never be the bottleneck (docs/benchmarks.md).
+                    metrics["data_wait_seconds"] = self.data_wait_seconds
+                    metrics["data_wait_fraction"] = min(self.data_wait_seconds / elapsed, 1.0)
                     self.summaries.scalars("train", self.step, metrics)
                     bar.set_postfix(
                         loss=f"{metrics['loss']:.3f}",
                         lr=f"{metrics['learning_rate']:.2e}",
                         tok_s=f"{metrics['tokens_per_second']:.0f}",
+                        data_wait=f"{metrics['data_wait_fraction']:.1%}",
                         epoch=self.stream.epoch,
                     )
                     window_tokens, window_start = 0.0, time.time()
+                    self.data_wait_seconds = 0.0
                 due_steps = (
                     tc.checkpoint_every_steps > 0 and self.step % tc.checkpoint_every_steps == 0
                 )
-                due_time = time.time() - last_save >= tc.checkpoint_every_seconds
+                due_time = self._agree_on_saving(
+                    time.time() - last_save >= tc.checkpoint_every_seconds
+                )
                 if due_steps or due_time:
                     self.save()
                     last_save = time.time()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from seqlab.core.config import Config, param
-from seqlab.train.optim import Adam, LearningRateSchedule
+from seqlab.distributed.config import DistributedConfig
+from seqlab.train.ema import ExponentialMovingAverage
+from seqlab.train.optim import Adam, LearningRateSchedule, Optimizer
+from seqlab.train.weight_noise import WeightNoise
 
 
 @dataclasses.dataclass
@@ -13,9 +16,18 @@ class TrainerConfig(Config):
     """How to train: steps, optimizer, schedule, clipping, intervals and checkpoints."""
 
     max_steps: int = param(10000, doc="Total optimizer updates.")
-    optimizer: Adam.Config = param(Adam.Config(), doc="Optimizer.")
+    optimizer: Optimizer.Config = param(Adam.Config(), doc="Optimizer: Adam, Adafactor or SGD.")
     schedule: LearningRateSchedule.Config = param(
         LearningRateSchedule.Config(), doc="Learning-rate schedule."
+    )
+    weight_noise: WeightNoise.Config = param(
+        WeightNoise.Config(), doc="Regularizer: Gaussian noise on the weights in training."
+    )
+    ema: ExponentialMovingAverage.Config = param(
+        ExponentialMovingAverage.Config(), doc="Exponential moving average of the weights."
+    )
+    use_ema_for_eval: bool = param(
+        False, doc="Eval and decode with the weights' moving average (also seqlab eval/decode)."
     )
     clip_gradient_norm: float = param(1.0, doc="Clip the global gradient norm (0 = off).")
     log_every_steps: int = param(20, doc="Write train summaries every N steps.")
@@ -32,3 +44,9 @@ class TrainerConfig(Config):
     )
     num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
     nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")
+    grad_accum_steps: int = param(
+        1, doc="Batches (of data.max_tokens each) whose gradients make one optimizer update."
+    )
+    distributed: DistributedConfig = param(
+        DistributedConfig(), doc="Multi-process training under torchrun (DDP or FSDP2)."
+    )

@@ -369,3 +369,97 @@ def test_mutable_defaults_are_not_shared() -> None:
     assert b.tags == []
     assert b.encoder.num_layers == 2
     assert b.stages[0].num_layers == 2
+
+
+# ---- dict fields (named sub-configs) --------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tasks(Config):
+    encoders: dict[str, Encoder.Config] = param(
+        {"en_es": Encoder.Config(), "es_en": Encoder.Config(num_layers=3)}, doc="Per task."
+    )
+    weights: dict[str, float] = param({"en_es": 0.5, "es_en": 0.5}, doc="Task weights.")
+    empty: dict[str, int] = param({}, doc="Nothing yet.")
+
+
+def test_dict_fields_print_set_and_describe_per_entry() -> None:
+    config = Tasks()
+    lines = config.to_text().splitlines()
+    assert "encoders.en_es.cls = 'Encoder'" in lines
+    assert "encoders.es_en.num_layers = 3" in lines
+    assert "weights.es_en = 0.5" in lines
+    assert "empty = {}" in lines
+    config.set("encoders.es_en.num_layers", "4")
+    config.set("weights.en_es", "0.25")
+    assert config.encoders["es_en"].num_layers == 4 and config.encoders["en_es"].num_layers == 2
+    assert config.weights == {"en_es": 0.25, "es_en": 0.5}
+    assert config.diff(Tasks()) == (
+        "encoders.es_en.num_layers: 3 -> 4\nweights.en_es: 0.5 -> 0.25\n"
+    )
+    with pytest.raises(ConfigError, match="'weights.en_es' expects a float, got 'half'"):
+        config.set("weights.en_es", "half")
+    with pytest.raises(ConfigError, match="unknown key 'weights.fr'"):
+        config.set("weights.fr", "1")
+    with pytest.raises(ConfigError, match="'encoders' is a config section.*'encoders.en_es'"):
+        config.set("encoders", "1")
+    docs = config.describe()
+    assert docs["encoders.es_en.num_layers"] == "Number of layers."
+    assert docs["weights.en_es"] == "Task weights."
+
+
+def test_dict_fields_round_trip_through_json(trust_this_module: None) -> None:
+    config = Tasks()
+    config.encoders["es_en"].activation = Activation.GELU
+    restored = Config.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+    assert isinstance(restored.encoders["es_en"], Encoder.Config)
+    copied = config.copy()
+    copied.encoders["en_es"].num_layers = 9
+    assert config.encoders["en_es"].num_layers == 2
+
+
+class Scheduler(Configurable):
+    """Stand-in base of a family of classes a config section may switch between."""
+
+    @dataclasses.dataclass
+    class Config(Config):
+        peak: float = param(1.0, doc="Peak value.")
+
+
+class StepScheduler(Scheduler):
+    @dataclasses.dataclass
+    class Config(Scheduler.Config):
+        every: int = param(10, doc="Steps between drops.")
+
+
+class Trainer(Configurable):
+    @dataclasses.dataclass
+    class Config(Config):
+        schedule: Scheduler.Config = param(Scheduler.Config(), doc="The schedule.")
+        extra: Scheduler.Config | None = param(None, doc="An optional section.")
+
+
+def test_set_cls_switches_a_section_and_keeps_shared_fields() -> None:
+    config = Trainer.Config().apply_overrides(["schedule.peak=3", "schedule.cls=StepScheduler"])
+    assert type(config.schedule) is StepScheduler.Config
+    assert config.schedule.peak == 3.0 and config.schedule.every == 10
+    assert "schedule.cls = 'StepScheduler'" in config.to_text()
+    config.apply_overrides(["schedule.every=5", "extra.cls=Scheduler"])
+    assert config.schedule.every == 5 and type(config.extra) is Scheduler.Config
+    config.apply_overrides(["extra.cls=None"])
+    assert config.extra is None
+
+
+def test_set_cls_refuses_unknown_classes_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"'schedule.cls'.*did you mean 'StepScheduler'"):
+        Trainer.Config().apply_overrides(["schedule.cls=StepSchedular"])
+    with pytest.raises(ConfigError, match="not a class this section accepts"):
+        Trainer.Config().apply_overrides(["schedule.cls=Encoder"])
+    with pytest.raises(ConfigError, match="or 'schedule.cls' to change its class"):
+        Trainer.Config().apply_overrides(["schedule=3"])
+
+
+def test_set_cls_switches_a_registered_experiments_optimizer() -> None:
+    config = get_experiment(TINY).apply_overrides(["trainer.optimizer.cls=SGD"])
+    assert type(config.trainer.optimizer).__qualname__ == "SGD.Config"

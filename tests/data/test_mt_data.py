@@ -164,3 +164,16 @@ def test_missing_split_without_corpus_is_a_clear_error(own_files: dict[str, Path
     assert "no corpus set and no path for ['dev', 'test']" in message
     assert "data.corpus" in message and "data.dev_path" in message and "data.test_path" in message
     assert "data.train_path" not in message
+
+
+def test_reverse_swaps_sides_and_keeps_the_tokenizer(own_files: dict[str, Path]) -> None:
+    forward = _config(own_files).build()
+    forward.load_tokenizer()
+    backward = _config(own_files, reverse=True).build()
+    backward.load_tokenizer()
+    # The tokenizer trains on the files as stored, so both directions share one model.
+    assert backward.tokenizer_path == forward.tokenizer_path
+    for split in ("train", "dev", "test"):
+        a, b = forward.examples(split), backward.examples(split)
+        assert b.source_text == a.target_text and b.target_text == a.source_text
+        assert [s[:-1] for s in b.source_ids] == a.target_ids

@@ -141,3 +141,14 @@ def test_copy_model(trained: tuple[SentencePieceTokenizer, Path], tmp_path: Path
     copy_model(path, dest)  # unchanged content: not rewritten
     assert dest.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.model"]
+
+
+def test_user_defined_symbols_are_whole_pieces_from_id_4(
+    trained: tuple[SentencePieceTokenizer, Path], texts: list[str]
+) -> None:
+    _, path = trained
+    config = SentencePieceTokenizer.Config(vocab_size=VOCAB_SIZE, user_defined_symbols=("<2es>",))
+    tokenizer, tagged = train_or_load_sentencepiece(config, texts, path.parent)
+    assert tagged != path  # another model; models without symbols keep their cache keys
+    assert tokenizer.processor.id_to_piece(4) == "<2es>"
+    assert 4 in tokenizer.encode("<2es> the man")

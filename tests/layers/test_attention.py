@@ -9,13 +9,24 @@ import torch
 
 from seqlab.core.config import ConfigError
 from seqlab.layers.attention import MultiHeadAttention
+from seqlab.layers.attention_positions import (
+    AttentionPositions,
+    RotaryPositions,
+    ShawRelativePositions,
+    T5RelativeBias,
+)
 
 B, T, S, D, H = 3, 5, 6, 8, 2
 
 
-def _attention(dropout_prob: float = 0.0) -> MultiHeadAttention:
+def _attention(
+    dropout_prob: float = 0.0, relative_positions: AttentionPositions.Config | None = None
+) -> MultiHeadAttention:
     torch.manual_seed(0)
-    return MultiHeadAttention.Config(model_dim=D, num_heads=H, dropout_prob=dropout_prob).build()
+    config = MultiHeadAttention.Config(
+        model_dim=D, num_heads=H, dropout_prob=dropout_prob, relative_positions=relative_positions
+    )
+    return config.build()
 
 
 def _paddings(lengths: list[int], max_length: int) -> torch.Tensor:
@@ -81,8 +92,20 @@ def test_cross_attention_padding_invariance() -> None:
     )
 
 
-def test_self_attention_padding_invariance() -> None:
-    attention = _attention()
+@pytest.mark.parametrize(
+    "relative_positions",
+    [
+        None,
+        RotaryPositions.Config(head_dim=D // H),
+        ShawRelativePositions.Config(head_dim=D // H, max_distance=2),
+        T5RelativeBias.Config(num_heads=H, num_buckets=8, max_distance=6),
+    ],
+    ids=["absolute", "rotary", "shaw", "t5"],
+)
+def test_self_attention_padding_invariance(
+    relative_positions: AttentionPositions.Config | None,
+) -> None:
+    attention = _attention(relative_positions=relative_positions)
     x = torch.randn(B, T, D)
     paddings = _paddings([5, 2, 3], T)
     changed = torch.where(paddings[..., None] > 0, torch.randn(B, T, D) * 100, x)

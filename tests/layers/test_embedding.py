@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from seqlab.core.config import ConfigError
-from seqlab.layers.embedding import SinusoidalPositions, TokenEmbedding
+from seqlab.layers.embedding import (
+    AbsolutePositions,
+    LearnedPositions,
+    SinusoidalPositions,
+    TokenEmbedding,
+)
 
 
 def _embedding(vocab_size: int = 11, model_dim: int = 8) -> TokenEmbedding:
@@ -98,3 +103,37 @@ def test_sinusoidal_positions_not_in_state_dict() -> None:
 def test_sinusoidal_positions_odd_dim_is_an_error() -> None:
     with pytest.raises(ConfigError, match="even"):
         SinusoidalPositions.Config(model_dim=7).build()
+
+
+def test_learned_positions_shapes_offset_and_init() -> None:
+    torch.manual_seed(0)
+    positions = LearnedPositions.Config(model_dim=16, max_length=500).build()
+    table = positions(7)
+    assert table.shape == (7, 16)
+    torch.testing.assert_close(table, positions.weight[:7])
+    torch.testing.assert_close(positions(3, offset=4), positions.weight[4:7])
+    assert abs(positions.weight.std().item() - 16**-0.5) < 0.02
+
+
+def test_learned_positions_past_the_table_are_an_error() -> None:
+    positions = LearnedPositions.Config(model_dim=8, max_length=6).build()
+    assert positions(1, offset=5).shape == (1, 8)
+    with pytest.raises(ValueError, match="max_length = 6"):
+        positions(2, offset=5)
+
+
+def test_learned_positions_gradients_and_state_dict_round_trip() -> None:
+    torch.manual_seed(0)
+    positions = LearnedPositions.Config(model_dim=8, max_length=6).build()
+    positions(3, offset=1).square().sum().backward()
+    grad = positions.weight.grad
+    assert grad[1:4].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[4:].abs().sum() == 0
+    other = LearnedPositions.Config(model_dim=8, max_length=6).build()
+    other.load_state_dict(positions.state_dict())
+    torch.testing.assert_close(other(6), positions(6))
+
+
+def test_both_position_configs_are_absolute_positions() -> None:
+    for config in (SinusoidalPositions.Config(), LearnedPositions.Config()):
+        assert isinstance(config, AbsolutePositions.Config)
+        assert isinstance(config.build(), AbsolutePositions)

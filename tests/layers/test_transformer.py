@@ -8,8 +8,15 @@ import torch
 from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
 from seqlab.layers.attention import MultiHeadAttention
+from seqlab.layers.attention_positions import (
+    AttentionPositions,
+    RotaryPositions,
+    ShawRelativePositions,
+    T5RelativeBias,
+)
 from seqlab.layers.transformer import (
     TransformerDecoder,
+    TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
     decoder_config,
@@ -18,12 +25,22 @@ from seqlab.layers.transformer import (
 
 B, S, T, D, H = 3, 6, 5, 8, 2
 
+# Positions inside self-attention; head sizes are filled in by encoder_config/decoder_config.
+RELATIVE_POSITIONS: dict[str, AttentionPositions.Config | None] = {
+    "absolute": None,
+    "rotary": RotaryPositions.Config(),
+    "shaw": ShawRelativePositions.Config(max_distance=2),
+    "t5": T5RelativeBias.Config(num_buckets=8, max_distance=6),
+}
+
 
 def _paddings(lengths: list[int], max_length: int) -> torch.Tensor:
     return (torch.arange(max_length)[None, :] >= torch.tensor(lengths)[:, None]).float()
 
 
-def _encoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerEncoder:
+def _encoder(
+    norm_first: bool = True, dropout_prob: float = 0.0, variant: str = "absolute"
+) -> TransformerEncoder:
     torch.manual_seed(0)
     config = encoder_config(
         num_layers=2,
@@ -32,11 +49,14 @@ def _encoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerE
         hidden_dim=16,
         dropout_prob=dropout_prob,
         norm_first=norm_first,
+        relative_positions=RELATIVE_POSITIONS[variant],
     )
     return config.build()
 
 
-def _decoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerDecoder:
+def _decoder(
+    norm_first: bool = True, dropout_prob: float = 0.0, variant: str = "absolute"
+) -> TransformerDecoder:
     torch.manual_seed(0)
     config = decoder_config(
         num_layers=2,
@@ -47,6 +67,7 @@ def _decoder(norm_first: bool = True, dropout_prob: float = 0.0) -> TransformerD
         attention_dropout_prob=dropout_prob,
         ffn_dropout_prob=dropout_prob,
         norm_first=norm_first,
+        relative_positions=RELATIVE_POSITIONS[variant],
     )
     return config.build()
 
@@ -67,9 +88,10 @@ def _replace_padded(x: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
 # ---- encoder ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
 @pytest.mark.parametrize("norm_first", [True, False])
-def test_encoder_shapes_and_padding_invariance(norm_first: bool) -> None:
-    encoder = _encoder(norm_first)
+def test_encoder_shapes_and_padding_invariance(norm_first: bool, variant: str) -> None:
+    encoder = _encoder(norm_first, variant=variant)
     inputs, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
     out = encoder(inputs, paddings)
     assert out.shape == (B, S, D)
@@ -82,8 +104,9 @@ def test_encoder_final_norm_only_for_pre_ln() -> None:
     assert _encoder(False).final_norm is None
 
 
-def test_encoder_gradients_reach_every_parameter() -> None:
-    encoder = _encoder(dropout_prob=0.1)
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
+def test_encoder_gradients_reach_every_parameter(variant: str) -> None:
+    encoder = _encoder(dropout_prob=0.1, variant=variant)
     inputs = torch.randn(B, S, D, requires_grad=True)
     encoder(inputs, _paddings([6, 2, 4], S)).square().sum().backward()
     for name, p in encoder.named_parameters():
@@ -91,8 +114,9 @@ def test_encoder_gradients_reach_every_parameter() -> None:
     assert inputs.grad.abs().sum() > 0
 
 
-def test_encoder_state_dict_round_trip() -> None:
-    encoder = _encoder()
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
+def test_encoder_state_dict_round_trip(variant: str) -> None:
+    encoder = _encoder(variant=variant)
     other = encoder.config.build()
     other.load_state_dict(encoder.state_dict())
     inputs, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
@@ -108,6 +132,106 @@ def test_encoder_layer_single_layer_pre_ln_math() -> None:
     x1 = x + layer.self_attention(h, h, paddings)
     expected = x1 + layer.ffn(layer.ffn_norm(x1))
     torch.testing.assert_close(layer(x, paddings), expected)
+
+
+def test_encoder_layer_single_layer_post_ln_math() -> None:
+    # Vaswani et al.: x = norm(x + sublayer(x)) after each block, no final norm.
+    torch.manual_seed(0)
+    config = encoder_config(num_layers=1, model_dim=D, num_heads=H, hidden_dim=16, norm_first=False)
+    assert config.final_norm is False
+    encoder = config.build().eval()
+    layer = encoder.layers[0]
+    x, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    x1 = layer.self_attention_norm(x + layer.self_attention(x, x, paddings))
+    expected = layer.ffn_norm(x1 + layer.ffn(x1))
+    torch.testing.assert_close(layer(x, paddings), expected)
+    torch.testing.assert_close(encoder(x, paddings), expected * (paddings[..., None] == 0))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("final_norm", [None, True, False])
+def test_final_norm_option(norm_first: bool, final_norm: bool | None) -> None:
+    expected = norm_first if final_norm is None else final_norm
+    encoder = encoder_config(
+        num_layers=1, model_dim=D, num_heads=H, hidden_dim=16, norm_first=norm_first
+    )
+    decoder = decoder_config(
+        num_layers=1, model_dim=D, num_heads=H, hidden_dim=16, norm_first=norm_first
+    )
+    assert encoder.final_norm is decoder.final_norm is norm_first  # written out by the helpers
+    for config in (encoder, decoder):
+        config.final_norm = final_norm
+        stack = config.build()
+        assert isinstance(stack.final_norm, torch.nn.LayerNorm) == expected
+    torch.manual_seed(0)
+    encoder.final_norm = True
+    stack = encoder.build().eval()
+    x, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    expected_out = stack.final_norm(stack.layers[0](x, paddings)) * (paddings[..., None] == 0)
+    torch.testing.assert_close(stack(x, paddings), expected_out)
+
+
+def test_decoder_config_relative_positions() -> None:
+    config = decoder_config(
+        num_layers=1,
+        model_dim=D,
+        num_heads=H,
+        hidden_dim=16,
+        relative_positions=T5RelativeBias.Config(num_buckets=8, max_distance=6),
+    )
+    positions = config.layer.self_attention.relative_positions
+    assert isinstance(positions, T5RelativeBias.Config)
+    assert positions.num_heads == H and positions.bidirectional is False
+    assert config.layer.cross_attention.relative_positions is None
+    encoder = encoder_config(
+        num_layers=1,
+        model_dim=D,
+        num_heads=H,
+        hidden_dim=16,
+        relative_positions=ShawRelativePositions.Config(),
+    )
+    assert encoder.layer.self_attention.relative_positions.head_dim == D // H
+    config.layer.cross_attention.relative_positions = RotaryPositions.Config(head_dim=D // H)
+    with pytest.raises(ConfigError, match=r"cross_attention\.relative_positions"):
+        TransformerDecoderLayer(config.layer)
+
+
+@pytest.mark.parametrize("where", ["residual", "attention", "ffn"])
+def test_each_dropout_acts_only_where_its_field_says(where: str) -> None:
+    # Residual, attention-probability and feed-forward dropout are separate config fields.
+    config = encoder_config(num_layers=1, model_dim=D, num_heads=H, hidden_dim=16, dropout_prob=0)
+    layer_config = config.layer
+    if where == "residual":
+        layer_config.residual_dropout_prob = 0.5
+    elif where == "attention":
+        layer_config.self_attention.dropout_prob = 0.5
+    else:
+        layer_config.ffn.dropout_prob = 0.5
+    torch.manual_seed(0)
+    encoder = config.build().train()
+    layer = encoder.layers[0]
+    seen: dict[str, list[torch.Tensor]] = {"attention": [], "ffn_in": [], "ffn_out": []}
+
+    def record_ffn(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        seen["ffn_in"].append(inputs[0])
+        seen["ffn_out"].append(output)
+
+    layer.self_attention.register_forward_hook(lambda m, i, o: seen["attention"].append(o))
+    layer.ffn.register_forward_hook(record_ffn)
+    x, paddings = torch.randn(B, S, D), _paddings([6, 2, 4], S)
+    out = [encoder(x, paddings) for _ in range(2)]
+    assert not torch.equal(*out)
+    varies = {name: not torch.equal(*tensors) for name, tensors in seen.items()}
+    assert (
+        varies
+        == {
+            "residual": {"attention": False, "ffn_in": True, "ffn_out": True},
+            "attention": {"attention": True, "ffn_in": True, "ffn_out": True},
+            "ffn": {"attention": False, "ffn_in": False, "ffn_out": True},
+        }[where]
+    )
+    encoder.eval()
+    torch.testing.assert_close(encoder(x, paddings), encoder(x, paddings))
 
 
 def test_mismatched_child_dims_are_an_error() -> None:
@@ -134,9 +258,10 @@ def test_default_configs_build_consistently() -> None:
 # ---- decoder ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
 @pytest.mark.parametrize("norm_first", [True, False])
-def test_decoder_shapes_and_padding_invariance(norm_first: bool) -> None:
-    decoder = _decoder(norm_first)
+def test_decoder_shapes_and_padding_invariance(norm_first: bool, variant: str) -> None:
+    decoder = _decoder(norm_first, variant=variant)
     targets, target_paddings, encoder_outputs, encoder_paddings = _decoder_inputs()
     out = decoder(targets, target_paddings, encoder_outputs, encoder_paddings)
     assert out.shape == (B, T, D)
@@ -161,10 +286,11 @@ def test_decoder_is_causal() -> None:
     torch.testing.assert_close(out[:, :3], out_changed[:, :3])
 
 
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("return_attention", [False, True])
-def test_extend_step_equals_forward(norm_first: bool, return_attention: bool) -> None:
-    decoder = _decoder(norm_first, dropout_prob=0.1).eval()
+def test_extend_step_equals_forward(norm_first: bool, return_attention: bool, variant: str) -> None:
+    decoder = _decoder(norm_first, dropout_prob=0.1, variant=variant).eval()
     targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
     with torch.no_grad():
         expected = decoder(targets, torch.zeros(B, T), encoder_outputs, encoder_paddings)
@@ -268,12 +394,13 @@ def test_reorder_state(indices: list[int]) -> None:
             torch.testing.assert_close(out, expected[:, t : t + 1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
 @pytest.mark.parametrize("return_attention", [False, True])
-def test_expand_state_keeps_cross_state_per_example(return_attention: bool) -> None:
+def test_expand_state_keeps_cross_state_per_example(return_attention: bool, variant: str) -> None:
     # As in beam search: K rows per example, shuffled (with repeats) within their example
     # after every step. Each row must decode as the full forward of its own inputs and equal
     # the generic path that gathers the whole state per row, cross-attention state included.
-    decoder = _decoder().eval()
+    decoder = _decoder(variant=variant).eval()
     targets, _, encoder_outputs, encoder_paddings = _decoder_inputs()
     k = 3
     examples = torch.arange(B).repeat_interleave(k)  # [B * K] example of each row
@@ -287,7 +414,9 @@ def test_expand_state_keeps_cross_state_per_example(return_attention: bool) -> N
         _, reference, _ = decoder.extend_step(reference, targets[:, :1])
         state = decoder.expand_state(state, k)
         reference = decoder.reorder_state(reference, examples)
-        assert state.self_key.shape[0] == B * k and reference.cross_key.shape[0] == B * k
+        # Beam caches: a slot per beam, [B, L, H, M, K, Dh]; the generic path has B * K rows.
+        assert state.self_key.shape[:5] == (B, 2, H, T, k)
+        assert reference.cross_key.shape[0] == B * k
         assert state.cross_key.shape[0] == B and state.encoder_paddings.shape == (B, S)
         cross_pointer = state.cross_key.data_ptr()
         for t in range(1, T):
@@ -315,8 +444,9 @@ def test_expand_state_keeps_cross_state_per_example(return_attention: bool) -> N
             decoder.reorder_state(state, torch.arange(B))
 
 
-def test_decoder_gradients_reach_every_parameter() -> None:
-    decoder = _decoder(dropout_prob=0.1)
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
+def test_decoder_gradients_reach_every_parameter(variant: str) -> None:
+    decoder = _decoder(dropout_prob=0.1, variant=variant)
     targets, target_paddings, encoder_outputs, encoder_paddings = _decoder_inputs()
     targets.requires_grad_(True)
     encoder_outputs.requires_grad_(True)
@@ -326,9 +456,50 @@ def test_decoder_gradients_reach_every_parameter() -> None:
     assert targets.grad.abs().sum() > 0 and encoder_outputs.grad.abs().sum() > 0
 
 
-def test_decoder_state_dict_round_trip() -> None:
-    decoder = _decoder()
+@pytest.mark.parametrize("variant", list(RELATIVE_POSITIONS))
+def test_decoder_state_dict_round_trip(variant: str) -> None:
+    decoder = _decoder(variant=variant)
     other = decoder.config.build()
     other.load_state_dict(decoder.state_dict())
     inputs = _decoder_inputs()
     torch.testing.assert_close(other(*inputs), decoder(*inputs))
+
+
+def test_beam_reorders_move_no_cache() -> None:
+    # After expand_state, beam steps reorder only the [B, K, M] histories: every step writes
+    # into the same beam caches, and each beam still decodes as the full forward of its own
+    # inputs. Without expansion, an in-place reorder gathers into a spare cache and swaps.
+    decoder = _decoder().eval()
+    _, _, encoder_outputs, encoder_paddings = _decoder_inputs()
+    k = 2
+    torch.manual_seed(3)
+    inputs = torch.randn(B * k, T, D)
+    examples = torch.arange(B).repeat_interleave(k)
+    with torch.no_grad():
+        state = decoder.expand_state(
+            decoder.init_state(encoder_outputs, encoder_paddings, max_length=T), k
+        )
+        pointers = (state.self_key.data_ptr(), state.self_value.data_ptr())
+        origin = torch.arange(B * k)  # row of `inputs` whose tokens each beam has consumed
+        for t in range(T):
+            out, state, _ = decoder.extend_step(state, inputs[origin, t : t + 1])
+            expected = decoder(
+                inputs[origin, : t + 1],
+                torch.zeros(B * k, t + 1),
+                encoder_outputs[examples],
+                encoder_paddings[examples],
+            )[:, t : t + 1]
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+            indices = examples * k + torch.randint(k, (B * k,))
+            state = decoder.reorder_state(state, indices)
+            origin = origin[indices]
+            assert (state.self_key.data_ptr(), state.self_value.data_ptr()) == pointers
+
+        state = decoder.init_state(encoder_outputs, encoder_paddings, max_length=T)
+        buffers: set[int] = set()
+        for t in range(T):
+            _, state, _ = decoder.extend_step(state, inputs[:B, t : t + 1])
+            state = decoder.reorder_state(state, torch.arange(B).flip(0))
+            if t >= 1:
+                buffers |= {state.self_key.data_ptr(), state.self_key_spare.data_ptr()}
+        assert len(buffers) == 2

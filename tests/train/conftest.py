@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from seqlab.train.trainer import Trainer
 
 
 @pytest.fixture(scope="session")
 def bible_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the tiny Bible runs, so the corpus is prepared once per session."""
     return tmp_path_factory.mktemp("bible_cache")
+
+
+class Interrupt(Exception):
+    """Stands for a crash: raised inside the training loop, it skips the final checkpoint."""
+
+
+@pytest.fixture
+def train_until_crash() -> Callable[[Trainer, int], None]:
+    """``train_until_crash(trainer, step)`` trains and crashes right after ``step``, so that
+    only the checkpoints saved before it remain."""
+
+    def run(trainer: Trainer, step: int) -> None:
+        original_step = trainer.train_step
+
+        def step_then_maybe_crash(indices: list[int]) -> dict[str, float]:
+            out = original_step(indices)
+            if trainer.step == step:
+                raise Interrupt
+            return out
+
+        trainer.train_step = step_then_maybe_crash  # type: ignore[method-assign]
+        with pytest.raises(Interrupt):
+            trainer.train()
+
+    return run

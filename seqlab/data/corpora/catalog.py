@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from seqlab.data.corpora.bible import prepare_bible_pair
+from seqlab.data.corpora.bible import prepare_bible_monolingual, prepare_bible_pair
 
 # name -> function(out_dir) that prepares train/dev/test files and returns their paths.
 _PARALLEL: dict[str, Callable[[Path], dict[str, Path]]] = {
@@ -13,8 +13,25 @@ _PARALLEL: dict[str, Callable[[Path], dict[str, Path]]] = {
 }
 
 
+def _prepare_flite_bible(out_dir: Path) -> dict[str, Path]:
+    # Imported here: speech preparation pulls in soundfile and scipy, which MT does not need.
+    from seqlab.data.corpora.flite_bible import prepare_flite_bible
+
+    return prepare_flite_bible(out_dir)
+
+
+# name -> preparer of speech corpora, whose splits are JSONL audio manifests.
+_SPEECH: dict[str, Callable[[Path], dict[str, Path]]] = {"flite_bible": _prepare_flite_bible}
+
+
+# name -> preparer of monolingual corpora (language models), whose splits are .txt lines.
+_MONOLINGUAL: dict[str, Callable[[Path], dict[str, Path]]] = {
+    "bible_en": lambda out: prepare_bible_monolingual("engKJV2006eb", out),
+}
+
+
 def known_corpora() -> list[str]:
-    return sorted(_PARALLEL)
+    return sorted(_PARALLEL | _SPEECH | _MONOLINGUAL)
 
 
 def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, Path]:
@@ -25,11 +42,13 @@ def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, 
       FileNotFoundError: if the files are missing and ``prepare`` is False, naming the
         command that prepares them.
     """
-    if name not in _PARALLEL:
+    preparers = _PARALLEL | _SPEECH | _MONOLINGUAL
+    if name not in preparers:
         raise KeyError(f"unknown corpus '{name}'; built-in corpora: {', '.join(known_corpora())}")
     out_dir = cache_dir / "corpora" / name
     if not prepare:
-        files = {split: out_dir / f"{split}.tsv" for split in ("train", "dev", "test")}
+        suffix = ".jsonl" if name in _SPEECH else ".txt" if name in _MONOLINGUAL else ".tsv"
+        files = {split: out_dir / f"{split}{suffix}" for split in ("train", "dev", "test")}
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
             raise FileNotFoundError(
@@ -37,4 +56,4 @@ def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, 
                 f"run `seqlab data prepare {name}`"
             )
         return files
-    return _PARALLEL[name](out_dir)
+    return preparers[name](out_dir)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from seqlab.core.nested_map import NestedMap
 from seqlab.core.registry import get_experiment
 from seqlab.data.mt_data import MTExamples, collate
-from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID
 from seqlab.models.mt.transformer_model import TransformerMT
 
 
@@ -66,42 +62,14 @@ def test_alignment_image_rows_are_distributions() -> None:
     torch.testing.assert_close(probs.sum(-1), torch.ones(4))
 
 
-class PerBeamState:
-    """The task, but its beams each gather a copy of the whole state (the generic path)."""
-
-    def __init__(self, task: TransformerMT) -> None:
-        self.task = task
-
-    def extend_step(
-        self, state: NestedMap, ids: torch.Tensor
-    ) -> tuple[torch.Tensor, NestedMap, torch.Tensor | None]:
-        return self.task.extend_step(state, ids)
-
-    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
-        rows = torch.arange(len(state.encoder_paddings)).repeat_interleave(beam_size)
-        return self.task.reorder_state(state, rows)
-
-    def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
-        return self.task.reorder_state(state, indices)
-
-
 @pytest.mark.parametrize("coverage_penalty_beta", [0.0, 0.2])
 def test_beam_search_with_per_example_cross_state_equals_per_beam(
-    coverage_penalty_beta: float,
+    coverage_penalty_beta: float, search_per_example_and_per_beam
 ) -> None:
     task = tiny_task()
     task.config.beam_search.coverage_penalty_beta = coverage_penalty_beta
     batch = batch_of([[10, 11, 12, 13], [20, 21], [30, 31, 32]], [[5], [6], [7]])
-    search = dataclasses.replace(
-        task.config.beam_search, beam_size=4, num_hyps_to_return=3, max_decode_length_offset=4
-    ).build()
-    encoded = task.encode(batch.src_ids, batch.src_paddings)
-    source_lengths = (1.0 - batch.src_paddings).sum(dim=1).long()
-    results = []
-    for model in (task, PerBeamState(task)):
-        state = task.decoder.init_state(encoded, batch.src_paddings, 20)
-        results.append(search.search(model, state, BOS_ID, EOS_ID, 3, source_lengths, 19))
-    per_example, per_beam = results
+    per_example, per_beam = search_per_example_and_per_beam(task, batch)
     assert per_example.ids == per_beam.ids
     # Not bitwise: SDPA with K queries per row rounds differently from K rows of one query.
     torch.testing.assert_close(per_example.scores, per_beam.scores, atol=0.0, rtol=1e-6)

@@ -1,0 +1,241 @@
+"""Speech-recognition input: audio manifests, transcript tokens, batches by audio duration.
+
+Batches are cut by padded audio duration (counted in 10 ms frames) with length bucketing, and
+the training stream is the same seeded, resumable :class:`BatchStream` as for text. Audio is
+read from disk when a batch is built; the front end that turns it into features is part of
+the model, so a trained model transcribes raw audio files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from seqlab.core.config import Config, Configurable, param
+from seqlab.core.layer import lengths_to_paddings
+from seqlab.core.nested_map import NestedMap
+from seqlab.data.audio_files import AudioError, read_audio
+from seqlab.data.audio_manifest import Manifest, ManifestEntry, ManifestError, read_manifest
+from seqlab.data.batching import BatchStream, make_batches
+from seqlab.data.mt_data import SPLITS, MissingCorpusError, default_cache_dir
+from seqlab.data.sentencepiece_tokenizer import (
+    PAD_ID,
+    SentencePieceTokenizer,
+    train_or_load_sentencepiece,
+)
+from seqlab.data.transcripts import normalize_transcript
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_SECOND = 100
+"""Batching unit: lengths and budgets are counted in 10 ms frames."""
+
+
+@dataclasses.dataclass
+class ASRExamples:
+    """A split: its manifest entries and the token ids of their transcripts."""
+
+    entries: list[ManifestEntry]
+    label_ids: list[list[int]]
+    sample_rate: int
+    num_skipped: int = 0
+    """Manifest lines left out as broken."""
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lengths(self) -> list[int]:
+        """Per-utterance duration in 10 ms frames (rounded up)."""
+        per_frame = self.sample_rate / FRAMES_PER_SECOND
+        return [math.ceil(e.num_samples / per_frame) for e in self.entries]
+
+
+class ASRData(Configurable):
+    """Audio with transcripts from a built-in speech corpus or the user's JSONL manifests."""
+
+    @dataclasses.dataclass
+    class Config(Config):
+        corpus: str = param(
+            "flite_bible", doc="Built-in speech corpus whose splits are used where a path is empty."
+        )
+        cache_dir: str = param("", doc="Where corpora and tokenizers are cached; empty = default.")
+        train_path: str = param("", doc="Training manifest (JSONL: audio, text[, id]).")
+        dev_path: str = param("", doc="Dev manifest; empty = the corpus's dev split.")
+        test_path: str = param("", doc="Test manifest; empty = the corpus's test split.")
+        sample_rate: int = param(16000, doc="Sample rate the model hears (Hz).")
+        resample: bool = param(True, doc="Resample audio at other rates (else it is bad input).")
+        bad_input: Literal["skip", "refuse"] = param(
+            "skip", doc="A broken manifest line (or audio file) is skipped and counted, or refused."
+        )
+        verify_audio: bool = param(
+            True, doc="Decode every file once when reading a manifest (finds corrupt audio)."
+        )
+        normalize_transcripts: bool = param(
+            True, doc="Lowercase and strip punctuation before tokenizing (as WER scoring does)."
+        )
+        tokenizer: SentencePieceTokenizer.Config = param(
+            SentencePieceTokenizer.Config(model_type="char", vocab_size=32),
+            doc="Transcript tokens: model_type=char for graphemes, unigram/bpe for pieces.",
+        )
+        max_batch_seconds: float = param(
+            240.0, doc="Padded audio seconds per training batch (batch size x longest)."
+        )
+        eval_max_batch_seconds: float = param(480.0, doc="Padded audio seconds per eval batch.")
+        max_duration_seconds: float = param(
+            20.0, doc="Training utterances longer than this are dropped."
+        )
+        train_limit: int = param(0, doc="Use only the first N training utterances (0 = all).")
+        eval_limit: int = param(0, doc="Use only the first N dev/test utterances (0 = all).")
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self._paths: dict[str, Path] | None = None
+        self._manifests: dict[str, Manifest] = {}
+        self.tokenizer: SentencePieceTokenizer | None = None
+        self.tokenizer_path: Path | None = None
+
+    # ---- files ----------------------------------------------------------------------------
+    def paths(self, prepare: bool = True) -> dict[str, Path]:
+        """The train/dev/test manifests, preparing the built-in corpus where a path is empty."""
+        if self._paths is None:
+            given = {s: getattr(self.config, f"{s}_path") for s in SPLITS}
+            corpus: dict[str, Path] = {}
+            if not all(given.values()):
+                if not self.config.corpus:
+                    missing = ", ".join(f"data.{s}_path" for s in SPLITS if not given[s])
+                    raise MissingCorpusError(f"no corpus set: set data.corpus or {missing}")
+                from seqlab.data.corpora.catalog import corpus_files
+
+                corpus = corpus_files(self.config.corpus, self.cache_dir, prepare=prepare)
+            self._paths = {s: Path(given[s]) if given[s] else corpus[s] for s in SPLITS}
+        return self._paths
+
+    def manifest(self, split: str) -> Manifest:
+        """The checked manifest of ``split`` (read once; broken lines per ``bad_input``)."""
+        if split not in self._manifests:
+            c = self.config
+            manifest = read_manifest(
+                self.paths()[split], c.sample_rate, c.resample, c.bad_input, c.verify_audio
+            )
+            if manifest.problems:
+                shown = "\n  ".join(manifest.problems[:5])
+                more = len(manifest.problems) - 5
+                tqdm.write(
+                    f"[seqlab] {split}: skipped {manifest.num_skipped} broken manifest lines "
+                    f"(data.bad_input=skip):\n  {shown}"
+                    + (f"\n  ... and {more} more" if more > 0 else "")
+                )
+            self._manifests[split] = manifest
+        return self._manifests[split]
+
+    def _transcript(self, text: str) -> str:
+        return normalize_transcript(text) if self.config.normalize_transcripts else text
+
+    # ---- tokenizer ------------------------------------------------------------------------
+    def load_tokenizer(self, model_path: Path | None = None) -> SentencePieceTokenizer:
+        """Loads ``model_path`` if given, else trains (or reuses) one on the train transcripts."""
+        if model_path is not None and model_path.exists():
+            self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
+            self.tokenizer_path = model_path
+        else:
+            texts = [self._transcript(e.text) for e in self.manifest("train").entries]
+            self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece(
+                self.config.tokenizer, texts, self.cache_dir / "tokenizers"
+            )
+        return self.tokenizer
+
+    # ---- examples and batches -------------------------------------------------------------
+    def examples(self, split: str) -> ASRExamples:
+        """Utterances of ``split`` with token ids; over-long training utterances are dropped."""
+        if self.tokenizer is None:
+            raise RuntimeError("call load_tokenizer() first")
+        manifest = self.manifest(split)
+        entries = manifest.entries
+        limit = self.config.train_limit if split == "train" else self.config.eval_limit
+        if limit > 0:
+            entries = entries[:limit]
+        if split == "train":
+            max_samples = self.config.max_duration_seconds * self.config.sample_rate
+            entries = [e for e in entries if e.num_samples <= max_samples]
+        labels = self.tokenizer.encode_batch([self._transcript(e.text) for e in entries])
+        return ASRExamples(entries, labels, self.config.sample_rate, manifest.num_skipped)
+
+    def train_stream(self, examples: ASRExamples, seed: int) -> BatchStream:
+        budget = int(self.config.max_batch_seconds * FRAMES_PER_SECOND)
+        return BatchStream(examples.lengths(), budget, seed)
+
+    def eval_batches(self, examples: ASRExamples) -> list[list[int]]:
+        """Deterministic, length-sorted batches covering every example once."""
+        budget = int(self.config.eval_max_batch_seconds * FRAMES_PER_SECOND)
+        return make_batches(examples.lengths(), budget, seed=0, epoch=0, shuffle=False)
+
+    def collate(self, examples: ASRExamples, indices: list[int]) -> NestedMap:
+        """Reads the chosen utterances' audio and pads everything into a batch.
+
+        Returns:
+          NestedMap with audio [B, N] (float32 samples), audio_paddings [B, N], tgt_ids
+          [B, L] (transcript tokens, padded with PAD_ID), tgt_paddings [B, L] (1.0 = pad),
+          tgt_text (the manifest transcripts), ids (utterance ids), indices, and num_tokens
+          (10 ms frames plus transcript tokens, for throughput logging).
+
+        Raises:
+          ManifestError: naming the manifest line whose audio cannot be read any more.
+        """
+        waveforms = []
+        for i in indices:
+            entry = examples.entries[i]
+            try:
+                waveforms.append(
+                    read_audio(entry.audio, examples.sample_rate, self.config.resample)
+                )
+            except AudioError as e:
+                raise ManifestError(f"{entry.where}: {e}") from None
+        return batch_from_waveforms(
+            waveforms,
+            [examples.label_ids[i] for i in indices],
+            texts=[examples.entries[i].text for i in indices],
+            ids=[examples.entries[i].id for i in indices],
+            indices=list(indices),
+            sample_rate=examples.sample_rate,
+        )
+
+
+def batch_from_waveforms(
+    waveforms: list[np.ndarray],
+    label_ids: list[list[int]],
+    texts: list[str],
+    ids: list[str],
+    indices: list[int],
+    sample_rate: int,
+) -> NestedMap:
+    """Pads mono waveforms and label ids into the batch described in ``ASRData.collate``."""
+    num_samples = torch.tensor([len(w) for w in waveforms])
+    audio = torch.zeros(len(waveforms), int(num_samples.max()))
+    for row, samples in enumerate(waveforms):
+        audio[row, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+    label_lengths = torch.tensor([len(x) for x in label_ids])
+    max_labels = max(1, int(label_lengths.max()))
+    tgt_ids = torch.full((len(label_ids), max_labels), PAD_ID, dtype=torch.long)
+    for row, labels in enumerate(label_ids):
+        tgt_ids[row, : len(labels)] = torch.tensor(labels, dtype=torch.long)
+    frames = float(num_samples.sum()) * FRAMES_PER_SECOND / sample_rate
+    return NestedMap(
+        audio=audio,
+        audio_paddings=lengths_to_paddings(num_samples, audio.shape[1]),
+        tgt_ids=tgt_ids,
+        tgt_paddings=lengths_to_paddings(label_lengths, max_labels),
+        tgt_text=list(texts),
+        ids=list(ids),
+        indices=indices,
+        num_tokens=frames + float(label_lengths.sum()),
+    )

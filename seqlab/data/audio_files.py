@@ -1,0 +1,77 @@
+"""Reading, resampling and writing audio files (WAV, FLAC and what else libsndfile reads)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+
+def audio_info(path: Path) -> tuple[int, int]:
+    """(number of samples per channel, sample rate) from the file header.
+
+    Raises:
+      AudioError: missing or unreadable file.
+    """
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioError(f"unreadable audio file {path}: {e}") from None
+    return int(info.frames), int(info.samplerate)
+
+
+def resample_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resamples 1-D ``samples`` with a polyphase anti-aliasing filter (scipy)."""
+    if from_rate == to_rate:
+        return samples
+    divisor = math.gcd(from_rate, to_rate)
+    out = resample_poly(samples, to_rate // divisor, from_rate // divisor)
+    return out.astype(np.float32, copy=False)
+
+
+def read_audio(path: Path, sample_rate: int, resample: bool = True) -> np.ndarray:
+    """Reads a file as mono float32 samples in [-1, 1] at ``sample_rate``.
+
+    Channels are averaged. A file at another rate is resampled when ``resample``, else refused.
+
+    Raises:
+      AudioError: missing, unreadable or empty file, non-finite samples, or a wrong sample
+        rate with ``resample`` off.
+    """
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
+        raise AudioError(f"unreadable audio file {path}: {e}") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"empty audio file {path} (no samples)")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(f"audio file {path} holds non-finite samples")
+    if rate != sample_rate:
+        if not resample:
+            raise AudioError(
+                f"audio file {path} has sample rate {rate} Hz, expected {sample_rate} Hz "
+                "(enable resampling or convert the file)"
+            )
+        mono = resample_audio(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Writes 16-bit PCM mono WAV atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    clipped = np.clip(samples, -1.0, 1.0)
+    soundfile.write(str(tmp), clipped, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)

@@ -1,0 +1,135 @@
+"""CTC decoding: greedy (best path) and prefix beam search, in log space.
+
+A CTC output of T frames over V labels (``blank`` included) maps to a label sequence by
+merging repeated labels and then removing blanks. Greedy decoding takes the best label per
+frame; prefix beam search (Graves 2012; Hannun et al. 2014) keeps the ``beam_size`` most
+probable label prefixes, each scored by the total probability of all frame alignments that
+collapse to it, split into alignments ending in a blank and in a non-blank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def ctc_greedy_decode(
+    log_probs: torch.Tensor, paddings: torch.Tensor, blank: int = 0
+) -> list[list[int]]:
+    """Best-path decoding.
+
+    Args:
+      log_probs: [B, T, V] per-frame (log-)probabilities (any monotone score works).
+      paddings: [B, T], 1.0 = pad.
+      blank: the blank label.
+
+    Returns:
+      B label lists (repeats merged, blanks removed).
+    """
+    best = log_probs.argmax(dim=-1).cpu()
+    lengths = (1.0 - paddings).sum(dim=1).round().long().cpu()
+    out = []
+    for row, length in zip(best, lengths.tolist(), strict=True):
+        labels, previous = [], blank
+        for label in row[:length].tolist():
+            if label != previous and label != blank:
+                labels.append(label)
+            previous = label
+        out.append(labels)
+    return out
+
+
+def _log_add(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    high, low = (a, b) if a > b else (b, a)
+    return high + math.log1p(math.exp(low - high))
+
+
+def _add(
+    beams: dict[tuple[int, ...], list[float]],
+    prefix: tuple[int, ...],
+    blank_score: float,
+    label_score: float,
+) -> None:
+    """Adds alignment probability (ending in blank / in a label) to ``prefix``."""
+    if blank_score == NEG_INF and label_score == NEG_INF:
+        return  # no alignment reaches this prefix
+    entry = beams.setdefault(prefix, [NEG_INF, NEG_INF])
+    entry[0] = _log_add(entry[0], blank_score)
+    entry[1] = _log_add(entry[1], label_score)
+
+
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor,
+    beam_size: int = 8,
+    blank: int = 0,
+    labels_per_frame: int = 0,
+) -> list[tuple[list[int], float]]:
+    """Prefix beam search over one utterance.
+
+    Args:
+      log_probs: [T, V] per-frame log-probabilities (real frames only).
+      beam_size: prefixes kept after each frame.
+      blank: the blank label.
+      labels_per_frame: consider only this many most probable labels per frame (plus blank
+        and the prefixes' last labels); 0 = all labels. Pruning speeds up large vocabularies.
+
+    Returns:
+      Up to ``beam_size`` (labels, log-probability) pairs, best first; the log-probability
+      sums over every alignment of the labels.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    frames = log_probs.detach().float().cpu()
+    vocab = frames.shape[1]
+    # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in a label))
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
+    for frame in frames:
+        scores = frame.tolist()
+        if 0 < labels_per_frame < vocab:
+            candidates = set(frame.topk(labels_per_frame).indices.tolist())
+            candidates |= {prefix[-1] for prefix in beams if prefix}
+        else:
+            candidates = set(range(vocab))
+        candidates.discard(blank)
+        next_beams: dict[tuple[int, ...], list[float]] = {}
+
+        for prefix, (p_blank, p_label) in beams.items():
+            total = _log_add(p_blank, p_label)
+            _add(next_beams, prefix, total + scores[blank], NEG_INF)
+            last = prefix[-1] if prefix else None
+            for label in candidates:
+                score = scores[label]
+                if label == last:
+                    # A repeat stays the same prefix unless a blank separated the two.
+                    _add(next_beams, prefix, NEG_INF, p_label + score)
+                    _add(next_beams, prefix + (label,), NEG_INF, p_blank + score)
+                else:
+                    _add(next_beams, prefix + (label,), NEG_INF, total + score)
+        ranked = sorted(
+            next_beams.items(), key=lambda item: _log_add(item[1][0], item[1][1]), reverse=True
+        )
+        beams = {prefix: (b, n) for prefix, (b, n) in ranked[:beam_size]}
+    results = [(list(prefix), _log_add(b, n)) for prefix, (b, n) in beams.items()]
+    return sorted(results, key=lambda item: item[1], reverse=True)
+
+
+def ctc_beam_decode(
+    log_probs: torch.Tensor,
+    paddings: torch.Tensor,
+    beam_size: int = 8,
+    blank: int = 0,
+    labels_per_frame: int = 0,
+) -> list[list[int]]:
+    """Prefix beam search over a batch [B, T, V] with paddings [B, T]; the best labels each."""
+    lengths = (1.0 - paddings).sum(dim=1).round().long().tolist()
+    return [
+        ctc_prefix_beam_search(row[:length], beam_size, blank, labels_per_frame)[0][0]
+        for row, length in zip(log_probs, lengths, strict=True)
+    ]

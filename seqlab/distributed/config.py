@@ -1,0 +1,46 @@
+"""Config of multi-process training (``trainer.distributed``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from seqlab.core.config import Config, param
+
+STRATEGIES = ("ddp", "fsdp")
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclasses.dataclass
+class DistributedConfig(Config):
+    """How the processes started by torchrun share the work; unused with one process."""
+
+    strategy: str = param(
+        "ddp",
+        doc="ddp (DistributedDataParallel: full replica per process) or fsdp (FSDP2 "
+        "fully_shard: parameters, gradients and optimizer state sharded across processes).",
+    )
+    backend: str = param(
+        "auto", doc="Process-group backend: auto (nccl with CUDA, else gloo), gloo or nccl."
+    )
+    timeout_seconds: float = param(
+        600.0, doc="A collective waiting longer than this fails the job instead of hanging."
+    )
+    fsdp_reshard_after_forward: bool = param(
+        True,
+        doc="FSDP2: free gathered parameters after forward (less memory, one more "
+        "all-gather in backward).",
+    )
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"trainer.distributed.strategy {self.strategy!r}; expected one of {STRATEGIES}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"trainer.distributed.backend {self.backend!r}; expected one of {BACKENDS}"
+            )
+        if self.timeout_seconds <= 0:
+            raise ValueError(
+                f"trainer.distributed.timeout_seconds must be > 0, got {self.timeout_seconds}"
+            )

@@ -1,0 +1,262 @@
+"""Speech recognition on flite_bible: synthetic speech of short KJV verses, graphemes out.
+
+The test split is read by a voice no training utterance uses (flite ``slt``).
+"""
+
+from __future__ import annotations
+
+from seqlab.core.registry import register_experiment
+from seqlab.data.asr_data import ASRData
+from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from seqlab.decoding.beam_search import BeamSearch
+from seqlab.layers.audio_frontend import LogMelFrontend
+from seqlab.layers.conformer import conformer_encoder_config
+from seqlab.layers.conv_subsampling import ConvSubsampling
+from seqlab.layers.cross_entropy import LabelSmoothedCrossEntropy
+from seqlab.layers.embedding import SinusoidalPositions, TokenEmbedding
+from seqlab.layers.lstm_cell import LSTMCell
+from seqlab.layers.rnn import BidirectionalLSTMStack
+from seqlab.layers.spec_augment import SpecAugment
+from seqlab.models.asr.conformer_ctc_model import ConformerCtc
+from seqlab.models.asr.las_model import ListenAttendSpell
+from seqlab.models.mt.rnmt_decoder import rnmt_decoder_config
+from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.optim import Adam, LearningRateSchedule
+from seqlab.train.trainer_config import TrainerConfig
+
+GRAPHEME_VOCAB_SIZE = 32
+"""4 specials (pad = CTC blank, unk, bos, eos), word boundary, a-z and the apostrophe."""
+
+
+def flite_bible_data(max_batch_seconds: float) -> ASRData.Config:
+    """flite_bible's manifests with grapheme (SentencePiece char) labels."""
+    return ASRData.Config(
+        corpus="flite_bible",
+        tokenizer=SentencePieceTokenizer.Config(model_type="char", vocab_size=GRAPHEME_VOCAB_SIZE),
+        max_batch_seconds=max_batch_seconds,
+    )
+
+
+def small_spec_augment() -> SpecAugment.Config:
+    """Masks of the small presets: 2 frequency bands of up to 15 bins, 4 adaptive time spans."""
+    return SpecAugment.Config(
+        num_freq_masks=2,
+        max_freq_mask_width=15,
+        num_time_masks=4,
+        max_time_mask_width=20,
+        time_mask_max_ratio=0.05,
+    )
+
+
+def tiny_spec_augment() -> SpecAugment.Config:
+    return SpecAugment.Config(
+        num_freq_masks=1, max_freq_mask_width=5, num_time_masks=1, max_time_mask_width=5
+    )
+
+
+def small_trainer(peak_learning_rate: float) -> TrainerConfig:
+    """500 steps of 120 s of audio: about 1.9 epochs of flite_bible's 8.4 hours."""
+    return TrainerConfig(
+        max_steps=500,
+        optimizer=Adam.Config(beta2=0.98, weight_decay=1e-3),
+        schedule=LearningRateSchedule.Config(
+            kind="cosine",
+            peak_learning_rate=peak_learning_rate,
+            warmup_steps=100,
+            final_fraction=0.02,
+        ),
+        log_every_steps=10,
+        checkpoint_every_steps=50,
+        eval_every_steps=250,
+        decode_every_steps=500,
+        decode_limit=200,
+    )
+
+
+def tiny_trainer() -> TrainerConfig:
+    return TrainerConfig(
+        max_steps=200,
+        schedule=LearningRateSchedule.Config(
+            kind="cosine", peak_learning_rate=3e-3, warmup_steps=20
+        ),
+        log_every_steps=10,
+        checkpoint_every_steps=100,
+        eval_every_steps=100,
+        decode_every_steps=200,
+        decode_limit=50,
+    )
+
+
+def conformer_ctc_experiment(
+    *,
+    num_mel_bins: int,
+    num_layers: int,
+    model_dim: int,
+    num_heads: int,
+    ffn_hidden_dim: int,
+    kernel_size: int,
+    subsampling_channels: int,
+    dropout_prob: float,
+    spec_augment: SpecAugment.Config,
+    max_batch_seconds: float,
+    trainer: TrainerConfig,
+) -> ExperimentConfig:
+    """A Conformer-CTC on flite_bible with every dimension computed here, up front."""
+    return ExperimentConfig(
+        seed=1234,
+        task=ConformerCtc.Config(
+            frontend=LogMelFrontend.Config(num_mel_bins=num_mel_bins),
+            spec_augment=spec_augment,
+            subsampling=ConvSubsampling.Config(
+                input_dim=num_mel_bins, num_channels=subsampling_channels, output_dim=model_dim
+            ),
+            positions=SinusoidalPositions.Config(model_dim=model_dim, max_length=4096),
+            input_dropout_prob=dropout_prob,
+            encoder=conformer_encoder_config(
+                num_layers=num_layers,
+                model_dim=model_dim,
+                num_heads=num_heads,
+                ffn_hidden_dim=ffn_hidden_dim,
+                kernel_size=kernel_size,
+                dropout_prob=dropout_prob,
+            ),
+            vocab_size=GRAPHEME_VOCAB_SIZE,
+            decoder="beam",
+            beam_size=8,
+        ),
+        data=flite_bible_data(max_batch_seconds),
+        trainer=trainer,
+    )
+
+
+@register_experiment("asr.flite_bible.conformer_ctc_small")
+def conformer_ctc_small() -> ExperimentConfig:
+    """About 3.1M parameters; 500 steps of 120 s of audio (about 1.9 epochs of flite_bible's
+    8.4 hours) on 2 CPU cores."""
+    return conformer_ctc_experiment(
+        num_mel_bins=80,
+        num_layers=6,
+        model_dim=144,
+        num_heads=4,
+        ffn_hidden_dim=576,
+        kernel_size=15,
+        subsampling_channels=64,
+        dropout_prob=0.1,
+        spec_augment=small_spec_augment(),
+        max_batch_seconds=120.0,
+        trainer=small_trainer(peak_learning_rate=2e-3),
+    )
+
+
+@register_experiment("asr.flite_bible.conformer_ctc_tiny")
+def conformer_ctc_tiny() -> ExperimentConfig:
+    """A few-second model for tests."""
+    return conformer_ctc_experiment(
+        num_mel_bins=40,
+        num_layers=2,
+        model_dim=64,
+        num_heads=2,
+        ffn_hidden_dim=128,
+        kernel_size=7,
+        subsampling_channels=16,
+        dropout_prob=0.0,
+        spec_augment=tiny_spec_augment(),
+        max_batch_seconds=40.0,
+        trainer=tiny_trainer(),
+    )
+
+
+def las_experiment(
+    *,
+    num_mel_bins: int,
+    subsampling_channels: int,
+    encoder_layers: int,
+    encoder_dim: int,
+    decoder_layers: int,
+    model_dim: int,
+    num_heads: int,
+    dropout_prob: float,
+    spec_augment: SpecAugment.Config,
+    max_batch_seconds: float,
+    trainer: TrainerConfig,
+) -> ExperimentConfig:
+    """Listen-Attend-Spell on flite_bible with every dimension computed here, up front.
+
+    The listener's bidirectional layers have ``encoder_dim / 2`` units per direction; the
+    speller's LSTM layers, attention and label embedding are ``model_dim`` wide.
+    """
+    return ExperimentConfig(
+        seed=1234,
+        task=ListenAttendSpell.Config(
+            frontend=LogMelFrontend.Config(num_mel_bins=num_mel_bins),
+            spec_augment=spec_augment,
+            subsampling=ConvSubsampling.Config(
+                input_dim=num_mel_bins, num_channels=subsampling_channels, output_dim=encoder_dim
+            ),
+            vocab_size=GRAPHEME_VOCAB_SIZE,
+            encoder=BidirectionalLSTMStack.Config(
+                input_dim=encoder_dim,
+                num_layers=encoder_layers,
+                cell=LSTMCell.Config(num_units=encoder_dim // 2),
+                dropout_prob=dropout_prob,
+                residual_start_layer=1,
+            ),
+            embedding=TokenEmbedding.Config(vocab_size=GRAPHEME_VOCAB_SIZE, model_dim=model_dim),
+            input_dropout_prob=dropout_prob,
+            decoder=rnmt_decoder_config(
+                num_layers=decoder_layers,
+                model_dim=model_dim,
+                encoder_dim=encoder_dim,
+                num_heads=num_heads,
+                dropout_prob=dropout_prob,
+                cell=LSTMCell.Config(num_units=model_dim),
+            ),
+            loss=LabelSmoothedCrossEntropy.Config(label_smoothing=0.1),
+            # 40 ms encoder frames and about 15 characters a second: at most one label a frame.
+            beam_search=BeamSearch.Config(
+                beam_size=4,
+                length_penalty_alpha=0.6,
+                max_decode_length_ratio=1.0,
+                max_decode_length_offset=10,
+            ),
+            max_decode_length=400,
+        ),
+        data=flite_bible_data(max_batch_seconds),
+        trainer=trainer,
+    )
+
+
+@register_experiment("asr.flite_bible.las_small")
+def las_small() -> ExperimentConfig:
+    """Three bidirectional listener layers of 256, two speller layers of 256, 4 heads."""
+    return las_experiment(
+        num_mel_bins=80,
+        subsampling_channels=64,
+        encoder_layers=3,
+        encoder_dim=256,
+        decoder_layers=2,
+        model_dim=256,
+        num_heads=4,
+        dropout_prob=0.1,
+        spec_augment=small_spec_augment(),
+        max_batch_seconds=120.0,
+        trainer=small_trainer(peak_learning_rate=1e-3),
+    )
+
+
+@register_experiment("asr.flite_bible.las_tiny")
+def las_tiny() -> ExperimentConfig:
+    """A few-second model for tests."""
+    return las_experiment(
+        num_mel_bins=40,
+        subsampling_channels=16,
+        encoder_layers=1,
+        encoder_dim=64,
+        decoder_layers=2,
+        model_dim=64,
+        num_heads=2,
+        dropout_prob=0.0,
+        spec_augment=tiny_spec_augment(),
+        max_batch_seconds=40.0,
+        trainer=tiny_trainer(),
+    )

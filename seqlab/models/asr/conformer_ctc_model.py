@@ -1,0 +1,124 @@
+"""Conformer-CTC speech recognition: log-mel front end, SpecAugment, 4x convolutional
+subsampling (from :class:`SpeechTask`), a Conformer encoder and a per-frame softmax trained
+with CTC.
+
+The CTC blank is label 0, the tokenizer's padding id, which never occurs in a transcript.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seqlab.core.config import ConfigError, param
+from seqlab.core.layer import apply_paddings
+from seqlab.core.nested_map import NestedMap
+from seqlab.data.sentencepiece_tokenizer import PAD_ID
+from seqlab.decoding.ctc import ctc_beam_decode, ctc_greedy_decode
+from seqlab.layers.conformer import ConformerEncoder
+from seqlab.layers.embedding import SinusoidalPositions
+from seqlab.models.asr.speech_task import SpeechTask
+from seqlab.models.base import Metrics
+
+BLANK_ID = PAD_ID
+
+
+class ConformerCtc(SpeechTask):
+    """Audio -> Conformer encoder -> CTC over the tokenizer's labels; scored by WER/CER."""
+
+    @dataclasses.dataclass
+    class Config(SpeechTask.Config):
+        positions: SinusoidalPositions.Config = param(
+            SinusoidalPositions.Config(model_dim=144, max_length=4096),
+            doc="Sinusoidal positions added after subsampling (max_length frames of 40 ms).",
+        )
+        input_dropout_prob: float = param(0.1, doc="Dropout on the subsampled frames.")
+        encoder: ConformerEncoder.Config = param(ConformerEncoder.Config(), doc="Encoder.")
+        decoder: Literal["greedy", "beam"] = param(
+            "beam", doc="CTC decoding: greedy best path or prefix beam search."
+        )
+        beam_size: int = param(8, doc="Prefixes kept by the beam search.")
+        labels_per_frame: int = param(
+            0, doc="Beam search considers only the top-k labels per frame (0 = all)."
+        )
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        model_dim = config.encoder.layer.model_dim
+        for key, value in (
+            ("subsampling.output_dim", config.subsampling.output_dim),
+            ("positions.model_dim", config.positions.model_dim),
+        ):
+            if value != model_dim:
+                raise ConfigError(
+                    f"{key} ({value}) must equal encoder.layer.model_dim ({model_dim})"
+                )
+        self.positions = config.positions.build()
+        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.encoder = config.encoder.build()
+        self.output_proj = nn.Linear(model_dim, config.vocab_size)
+
+    # ---- model ------------------------------------------------------------------------------
+    def encode(
+        self, audio: torch.Tensor, audio_paddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N] samples with [B, N] paddings -> ([B, T, D] encodings, [B, T] paddings)."""
+        x, paddings = self.featurize(audio, audio_paddings)
+        x = x + self.positions(x.shape[1]).to(x.dtype)[None]
+        x = self.encoder(self.input_dropout(apply_paddings(x, paddings)), paddings)
+        return x, paddings
+
+    def compute_predictions(self, batch: NestedMap) -> NestedMap:
+        """Returns NestedMap(logits [B, T, V], paddings [B, T])."""
+        encoded, paddings = self.encode(batch.audio, batch.audio_paddings)
+        return NestedMap(logits=self.output_proj(encoded), paddings=paddings)
+
+    def compute_loss(
+        self, batch: NestedMap, predictions: NestedMap
+    ) -> tuple[torch.Tensor, Metrics]:
+        """CTC loss per target token (utterances too short for their labels count zero)."""
+        log_probs = torch.log_softmax(predictions.logits.float(), dim=-1)
+        input_lengths = (1.0 - predictions.paddings).sum(dim=1).round().long()
+        target_lengths = (1.0 - batch.tgt_paddings).sum(dim=1).round().long()
+        total = F.ctc_loss(
+            log_probs.transpose(0, 1),
+            batch.tgt_ids,
+            input_lengths,
+            target_lengths,
+            blank=BLANK_ID,
+            reduction="sum",
+            zero_infinity=True,
+        )
+        num_tokens = float(target_lengths.sum())
+        num_utterances = float(batch.tgt_ids.shape[0])
+        loss = total / max(num_tokens, 1.0)
+        metrics = {
+            "loss": (float(loss.detach()), num_tokens),
+            "ctc_loss_per_utterance": (float(total.detach()) / num_utterances, num_utterances),
+            "num_target_tokens": (num_tokens, 1.0),
+            "num_encoder_frames": (float(input_lengths.sum()), 1.0),
+        }
+        return loss, metrics
+
+    # ---- decoding and metrics -----------------------------------------------------------------
+    def decode(self, batch: NestedMap) -> NestedMap:
+        """Returns NestedMap(ids: B label lists)."""
+        predictions = self.compute_predictions(batch)
+        log_probs = torch.log_softmax(predictions.logits.float(), dim=-1)
+        if self.config.decoder == "greedy":
+            ids = ctc_greedy_decode(log_probs, predictions.paddings, BLANK_ID)
+        else:
+            ids = ctc_beam_decode(
+                log_probs,
+                predictions.paddings,
+                self.config.beam_size,
+                BLANK_ID,
+                self.config.labels_per_frame,
+            )
+        return NestedMap(ids=ids)

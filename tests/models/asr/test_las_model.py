@@ -1,0 +1,73 @@
+"""Listen-Attend-Spell: teacher-forcing targets, incremental decoding, end-to-end learning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqlab.core.registry import get_experiment
+from seqlab.data.asr_data import batch_from_waveforms
+from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqlab.models.asr.las_model import teacher_forcing_targets
+from seqlab.train.decode_runner import decode_dataset
+from seqlab.train.trainer import Trainer
+
+
+def test_teacher_forcing_targets() -> None:
+    ids = torch.tensor([[5, 6, 7], [8, PAD_ID, PAD_ID]])
+    paddings = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    inputs, outputs, out_paddings = teacher_forcing_targets(ids, paddings)
+    assert inputs.tolist() == [[BOS_ID, 5, 6, 7], [BOS_ID, 8, PAD_ID, PAD_ID]]
+    assert outputs.tolist() == [[5, 6, 7, EOS_ID], [8, EOS_ID, PAD_ID, PAD_ID]]
+    assert out_paddings.tolist() == [[0, 0, 0, 0], [0, 0, 1, 1]]
+
+
+def test_extend_step_equals_teacher_forced_forward() -> None:
+    torch.manual_seed(0)
+    task = get_experiment("asr.flite_bible.las_tiny").task.build().eval()
+    rng = np.random.default_rng(0)
+    waveforms = [rng.normal(0, 0.1, n).astype(np.float32) for n in (9000, 6000)]
+    labels = [[5, 9, 12, 7], [6, 6]]
+    batch = batch_from_waveforms(waveforms, labels, ["a", "b"], ["a", "b"], [0, 1], 16000)
+    with torch.no_grad():
+        full = torch.log_softmax(task.compute_predictions(batch).logits, dim=-1)
+        encoded, paddings = task.encode(batch.audio, batch.audio_paddings)
+        state = task.decoder.init_state(encoded, paddings)
+        inputs, _, _ = teacher_forcing_targets(batch.tgt_ids, batch.tgt_paddings)
+        for step in range(inputs.shape[1]):
+            log_probs, state, _ = task.extend_step(state, inputs[:, step])
+            for row, n in enumerate((4, 2)):
+                if step <= n:
+                    torch.testing.assert_close(log_probs[row], full[row, step], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_training_lowers_wer(tiny_speech_corpus: dict[str, Path], tmp_path: Path) -> None:
+    config = get_experiment("asr.flite_bible.las_tiny")
+    corpus = tiny_speech_corpus
+    config.apply_overrides(
+        [
+            f"data.cache_dir={corpus['cache']}",
+            f"data.train_path={corpus['train']}",
+            f"data.dev_path={corpus['train']}",  # fitting the training set shows learning
+            f"data.test_path={corpus['test']}",
+            "trainer.max_steps=200",
+            "trainer.schedule.peak_learning_rate=6e-3",
+            "trainer.eval_every_steps=0",
+            "trainer.decode_every_steps=0",
+            "trainer.checkpoint_every_steps=200",
+            "trainer.num_threads=1",
+            "task.spec_augment.num_time_masks=0",
+            "task.spec_augment.num_freq_masks=0",
+        ]
+    )
+    trainer = Trainer(config, tmp_path / "run", show_progress=False)
+    _, untrained = decode_dataset(trainer.context, "dev", show_progress=False)
+    trainer.train()
+    _, trained = decode_dataset(trainer.context, "dev", show_progress=False)
+    # Measured: WER 100 -> 54, CER 182 -> 41 (about 25 s of CPU).
+    assert trained["cer"] < untrained["cer"] - 50
+    assert trained["wer"] < untrained["wer"] - 20
