@@ -6,7 +6,7 @@ file is 16 kHz mono 16-bit WAV (8 kHz and 22.05 kHz voices are resampled). The s
 
 - ``train``: training verses, read by the training voices (a verse may be read by several);
 - ``dev``: held-out verses, read by the training voices;
-- ``test``: other held-out verses, read by a held-out voice (``flite:slt`` by default), so
+- ``test``: other held-out verses, read by a held-out voice (``flite:rms`` by default), so
   the test set measures both unseen text and an unseen speaker.
 
 Files in the output directory: ``{train,dev,test}.jsonl`` manifests (``id``, ``audio`` relative
@@ -36,14 +36,14 @@ from seqlab.data.audio_files import read_audio, write_wav
 from seqlab.data.corpora.bible import prepare_bible_monolingual
 from seqlab.data.transcripts import spoken_form
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the prepared files change, so that old caches are rebuilt."""
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 BIBLE_MODULE = "engKJV2006eb"
 
-FLITE_TRAIN_VOICES = ("flite:kal", "flite:kal16", "flite:awb", "flite:rms")
+FLITE_TRAIN_VOICES = ("flite:kal", "flite:kal16", "flite:awb", "flite:slt")
 """flite voices of train and dev (``kal`` speaks at 8 kHz and is resampled)."""
 ESPEAK_TRAIN_VOICES = (
     "espeak:en-us",
@@ -54,8 +54,9 @@ ESPEAK_TRAIN_VOICES = (
 )
 """espeak-ng English accents of train and dev; each utterance adds a random variant."""
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4")
-TEST_VOICE = "flite:slt"
-"""Held out: no training or dev utterance uses it."""
+TEST_VOICE = "flite:rms"
+"""Held out: no training or dev utterance uses it. A male US voice, like ``kal``: holding out
+``slt``, flite's only female voice, measured mostly the missing voice (WER near 100)."""
 
 
 @dataclasses.dataclass(frozen=True)
