@@ -186,6 +186,45 @@ def test_extend_step_equals_full_forward() -> None:
     torch.testing.assert_close(value_cache[:, :, :T], full_value)
 
 
+@pytest.mark.parametrize(
+    "relative_positions",
+    [
+        None,
+        RotaryPositions.Config(head_dim=D // H),
+        ShawRelativePositions.Config(head_dim=D // H, max_distance=2),
+        T5RelativeBias.Config(num_heads=H, num_buckets=8, max_distance=6, bidirectional=False),
+    ],
+    ids=["absolute", "rotary", "shaw", "t5"],
+)
+def test_extend_step_beams_equals_extend_step_on_reordered_rows(
+    relative_positions: AttentionPositions.Config | None,
+) -> None:
+    # K beams per example whose histories are shuffled (with repeats) after every step: the
+    # never-reordered beam caches plus history masks give what row caches reordered by
+    # index_select give.
+    attention = _attention(relative_positions=relative_positions).eval()
+    k, dh = 3, D // H
+    first = k * torch.arange(B)
+    torch.manual_seed(1)
+    inputs = torch.randn(T, B * k, D)
+    row_key, row_value = torch.zeros(B * k, H, T, dh), torch.zeros(B * k, H, T, dh)
+    beam_key, beam_value = torch.zeros(B, H, T, k, dh), torch.zeros(B, H, T, k, dh)
+    history = torch.zeros(B, k, T, dtype=torch.long)
+    with torch.no_grad():
+        for t in range(T):
+            expected = attention.extend_step(inputs[t][:, None], row_key, row_value, t)
+            history[:, :, t] = torch.arange(k)
+            mask = (history[:, :, : t + 1, None] == torch.arange(k)).flatten(2)[:, None]
+            out = attention.extend_step_beams(
+                inputs[t].view(B, k, D), beam_key, beam_value, t, mask
+            )
+            torch.testing.assert_close(out.reshape(B * k, 1, D), expected, atol=1e-5, rtol=1e-5)
+            parents = torch.randint(k, (B, k))
+            rows = (first[:, None] + parents).view(-1)
+            row_key, row_value = row_key[rows], row_value[rows]
+            history = history.gather(1, parents[:, :, None].expand_as(history))
+
+
 def test_gradients_reach_every_parameter() -> None:
     attention = _attention(dropout_prob=0.1)
     query = torch.randn(B, T, D, requires_grad=True)
