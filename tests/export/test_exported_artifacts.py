@@ -170,6 +170,7 @@ def test_predictor_in_a_fresh_process_needs_no_registry_or_training_code(
 def test_cli_export_and_infer_from_the_artifact(
     trained_logdir: Path, tmp_path: Path, reference: Reference, capsys: pytest.CaptureFixture
 ) -> None:
+    pytest.importorskip("ctranslate2", reason="pip install 'seqlab[ctranslate2]'")
     out = tmp_path / "artifact"
     args = ["export", "--logdir", str(trained_logdir), "--format", "ctranslate2", "--out"]
     assert main([*args, str(out)]) == 0
