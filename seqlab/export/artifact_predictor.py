@@ -17,6 +17,7 @@ from seqlab.decoding.beam_search import BeamSearch
 from seqlab.export.artifact import ArtifactError, read_manifest
 from seqlab.export.exported_step_model import ExportedStepModel
 from seqlab.export.input_limits import add_eos_within_limit, check_batch_size
+from seqlab.export.input_text import check_plain_text
 from seqlab.export.program_runners import load_program
 
 
@@ -112,8 +113,10 @@ class ArtifactPredictor:
         Raises:
           InputTooLargeError: more than ``max_batch_size`` texts, or a text longer than
             ``max_input_tokens`` tokens.
+          InputTextError: a text with a control character (tab is fine).
         """
         check_batch_size(len(texts), self.max_batch_size)
+        check_plain_text(texts)
         if not texts:
             return []
         ids = add_eos_within_limit(

@@ -18,6 +18,7 @@ from seqlab.decoding.beam_search import BeamSearch
 from seqlab.export.artifact_predictor import ArtifactPredictor
 from seqlab.export.exporter import export_artifact
 from seqlab.export.input_limits import InputTooLargeError
+from seqlab.export.input_text import InputTextError
 from seqlab.export.predictor import Predictor
 
 pytestmark = pytest.mark.slow  # trains a model and traces programs: about a minute in all
@@ -211,3 +212,5 @@ def test_artifact_predictor_keeps_the_input_limits(
         predictor.predict(["a", "b", "c"])
     with pytest.raises(InputTooLargeError, match="input 0 has .* tokens; the limit is 5"):
         predictor.predict([reference.texts[0]])
+    with pytest.raises(InputTextError, match="input 1: control character U\\+001B"):
+        predictor.predict(["fine", "escape \x1b[31m"])
