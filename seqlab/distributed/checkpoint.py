@@ -16,7 +16,6 @@ read with ``weights_only=True``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -31,6 +30,7 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
+from seqlab.core.file_hash import sha256_of
 from seqlab.distributed.optimizer_state import optimizer_state_by_index
 from seqlab.distributed.process_group import World, barrier, broadcast_object, gather_objects
 from seqlab.train.checkpoint import (
@@ -101,14 +101,6 @@ class SafeFileSystemReader(FileSystemReader):
 # ---- manifest -------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_sharded_checkpoint(path: Path) -> None:
     """Checks every file of a .dcp directory against its manifest, and its metadata.
 
@@ -125,7 +117,7 @@ def verify_sharded_checkpoint(path: Path) -> None:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"checkpoint {path} lacks {name}, listed in its manifest")
-        if _sha256(file) != expected:
+        if sha256_of(file) != expected:
             raise CheckpointError(f"checkpoint file {file} is corrupt (checksum mismatch)")
     SafeFileSystemReader(path).read_metadata()  # refuses metadata that would run code
 
@@ -166,14 +158,14 @@ def save_sharded_checkpoint(
             tmp.mkdir(parents=True)
         barrier(world)
         dcp.save(state, storage_writer=FileSystemWriter(tmp, sync_files=True))
-        own = {p.name: _sha256(p) for p in sorted(tmp.glob(f"__{world.rank}_*.distcp"))}
+        own = {p.name: sha256_of(p) for p in sorted(tmp.glob(f"__{world.rank}_*.distcp"))}
         hashes = gather_objects(own, world)
         if world.is_main:
             payload = {"format_version": FORMAT_VERSION, "step": step, **extra}
             _write_atomic(tmp / EXTRA_FILE, encode_checkpoint(payload))
             files = {name: digest for rank_files in hashes for name, digest in rank_files.items()}
-            files[EXTRA_FILE] = _sha256(tmp / EXTRA_FILE)
-            files[METADATA_FILE] = _sha256(tmp / METADATA_FILE)
+            files[EXTRA_FILE] = sha256_of(tmp / EXTRA_FILE)
+            files[METADATA_FILE] = sha256_of(tmp / METADATA_FILE)
             manifest = {"step": step, "world_size": world.world_size, "files": files}
             _write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
             if final.exists():  # the same step saved before a crash; replaced by this one
@@ -205,6 +197,17 @@ def read_extra(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {file}: {e.strerror or e}") from e
     return decode_checkpoint(raw, file)
+
+
+def sharded_model_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights' names and global shapes in a .dcp directory, as meta tensors
+    (nothing is read but the verified metadata)."""
+    metadata = SafeFileSystemReader(path).read_metadata()
+    return {
+        key.removeprefix("model."): torch.empty(tuple(entry.size), device="meta")
+        for key, entry in metadata.state_dict_metadata.items()
+        if key.startswith("model.") and hasattr(entry, "size")
+    }
 
 
 def load_sharded_state(path: Path, state: dict[str, Any]) -> None:

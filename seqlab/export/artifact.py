@@ -14,11 +14,12 @@ code, so serving processes can load an artifact without them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from seqlab.core.file_hash import sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -28,14 +29,6 @@ PROGRAM_SUFFIX = {"torch": ".pt2", "onnx": ".onnx"}
 
 class ArtifactError(ValueError):
     """An artifact is missing, incomplete or corrupt; the message names the file."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
