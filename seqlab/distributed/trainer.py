@@ -30,6 +30,7 @@ from seqlab.distributed.checkpoint import (
     load_sharded_state,
     read_extra,
     save_sharded_checkpoint,
+    sharded_model_shapes,
     verify_sharded_checkpoint,
 )
 from seqlab.distributed.data_sharding import shard_indices
@@ -53,6 +54,7 @@ from seqlab.train.checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
 )
+from seqlab.train.checkpoint_fit import check_model_fit
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.summaries import Summaries
 from seqlab.train.trainer import Trainer, autocast, rng_state, set_rng_state
@@ -272,6 +274,7 @@ class DistributedTrainer(Trainer):
         path = Path(found)
         if path.is_dir():
             payload = read_extra(path)
+            check_model_fit(self.task, sharded_model_shapes(path), path, payload.get("config"))
             state = self._sharded_state()
             load_sharded_state(path, state)
             set_state_dict(
@@ -282,6 +285,7 @@ class DistributedTrainer(Trainer):
             )
         else:  # a single-process checkpoint: every rank reads the whole file
             payload = load_checkpoint(path)
+            check_model_fit(self.task, payload["model"], path, payload.get("config"))
             names = {id(p): n for n, p in self.task.named_parameters()}
             ordered = [names[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
             set_state_dict(

@@ -76,9 +76,20 @@ def load_model_state(
       IncompatibleCheckpointError: a missing or extra parameter or a shape mismatch; the
         model is unchanged.
     """
+    check_model_fit(model, state, path, checkpoint_config)
+    model.load_state_dict(state)
+
+
+def check_model_fit(
+    model: torch.nn.Module, state: Any, path: Path, checkpoint_config: Any = None
+) -> None:
+    """Raises IncompatibleCheckpointError unless ``state`` has ``model``'s names and shapes.
+
+    ``state`` maps names to anything with a ``.shape`` (tensors, or meta tensors standing in
+    for a sharded checkpoint's entries); arguments as in :func:`load_model_state`.
+    """
     problem = first_mismatch(model.state_dict(), state)
     if problem is None:
-        model.load_state_dict(state)
         return
     trained = trained_model_class(checkpoint_config)
     built = type(model).__name__

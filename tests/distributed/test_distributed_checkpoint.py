@@ -23,14 +23,17 @@ from seqlab.distributed.checkpoint import (
     read_sharded_checkpoint,
     save_sharded_checkpoint,
     sharded_checkpoint_path,
+    sharded_model_shapes,
 )
 from seqlab.distributed.process_group import World
 from seqlab.train.checkpoint import (
     CheckpointError,
+    IncompatibleCheckpointError,
     list_checkpoints,
     load_latest_checkpoint,
     remove_stale_temporaries,
 )
+from seqlab.train.checkpoint_fit import check_model_fit
 
 
 def trained_model(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -138,3 +141,15 @@ def test_stale_temporary_directories_are_removed_and_old_checkpoints_pruned(
             tmp_path, 4, {"model": model_state, "optimizer": optimizer_state}, {}, 2, World()
         )
     assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 4]
+
+
+def test_sharded_checkpoint_of_another_model_is_refused_naming_the_parameter(
+    tmp_path: Path,
+) -> None:
+    """A multi-process resume checks the .dcp metadata's shapes before DCP loads anything."""
+    model, optimizer = trained_model()
+    path = save(tmp_path, 3, model, optimizer)
+    check_model_fit(model, sharded_model_shapes(path), path)  # the same model fits
+    wider = nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 3))
+    with pytest.raises(IncompatibleCheckpointError, match=r"is from another model: .*'0\.weight'"):
+        check_model_fit(wider, sharded_model_shapes(path), path)
