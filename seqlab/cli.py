@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
-    """Processes the latest checkpoint, or with --follow every new one until max_steps."""
+    """Processes the latest checkpoint, or with --follow every new one until the last one
+    (at max_steps, or past trainer.max_train_seconds)."""
     from seqlab.train.checkpoint import (
         CheckpointError,
         IncompatibleCheckpointError,
@@ -138,6 +139,7 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
     config = read_logdir_config(logdir)
     context = build_context(config, logdir, train_tokenizer=False)
     done: set[int] = set()
+    final_seen = False  # the last checkpoint of the run (max_steps or max_train_seconds) done
     while True:
         checkpoints = list_checkpoints(context.checkpoint_dir)
         todo = [c for c in checkpoints if c[0] not in done]
@@ -161,11 +163,15 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
             load_model_state(context.task, weights, path, payload.get("config"))
             process(context, step)
             done.add(step)
+            budget = config.trainer.max_train_seconds
+            final_seen |= step >= config.trainer.max_steps or (
+                0 < budget <= float(payload.get("train_seconds", 0.0))
+            )
             if not args.follow:
                 return 0
             break  # newest first; then look again for anything newer
         if args.follow:
-            if done and max(done) >= config.trainer.max_steps:
+            if final_seen:
                 return 0
             time.sleep(args.poll_seconds)
 

@@ -300,6 +300,7 @@ class DistributedTrainer(Trainer):
         self.step = int(payload["step"])
         self._saved_step = self.step
         self.skipped_steps = int(payload.get("skipped_steps", 0))
+        self.train_seconds = float(payload.get("train_seconds", 0.0))
         rank_rngs = payload.get("rank_rngs") or [payload["rng"]]
         if len(rank_rngs) == self.world.world_size:
             set_rng_state(rank_rngs[self.world.rank])

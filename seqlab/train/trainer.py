@@ -85,6 +85,8 @@ class Trainer:
         self.summaries = Summaries(logdir)
         self.step = 0
         self.skipped_steps = 0
+        # Wall seconds of training steps and their input so far, over all resumes.
+        self.train_seconds = 0.0
         self._saved_step: int | None = None
         self._stop_requested = False
         # Seconds spent getting batches (next indices, collating) since the last log line.
@@ -111,6 +113,7 @@ class Trainer:
             "data_stream": self.stream.state_dict(),
             "rng": rng_state(),
             "skipped_steps": self.skipped_steps,
+            "train_seconds": self.train_seconds,
         }
         if self.ema.enabled:
             payload[EMA_CHECKPOINT_KEY] = self.ema.state_dict()
@@ -162,6 +165,7 @@ class Trainer:
         self.step = int(payload["step"])
         self._saved_step = self.step
         self.skipped_steps = int(payload.get("skipped_steps", 0))
+        self.train_seconds = float(payload.get("train_seconds", 0.0))
         log.info("resumed from %s (step %d)", path, self.step)
         tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
         return True
@@ -321,6 +325,9 @@ class Trainer:
         last_save = time.time()
         window_tokens, window_start = 0.0, time.time()
         self.data_wait_seconds = 0.0
+        if 0 < tc.max_train_seconds <= self.train_seconds:
+            tqdm.write(f"[seqlab] trainer.max_train_seconds already spent at step {self.step}")
+            self._stop_requested = True
         bar = tqdm(
             total=tc.max_steps,
             initial=self.step,
@@ -335,6 +342,14 @@ class Trainer:
                 indices = next(self.stream)
                 self.data_wait_seconds += time.perf_counter() - fetch_start
                 metrics = self.train_step(indices)
+                self.train_seconds += time.perf_counter() - fetch_start
+                if 0 < tc.max_train_seconds <= self.train_seconds and not self._stop_requested:
+                    self._stop_requested = True
+                    tqdm.write(
+                        f"[seqlab] trained for {self.train_seconds:.0f} s "
+                        f"(trainer.max_train_seconds={tc.max_train_seconds:g}): stopping at "
+                        f"step {self.step}"
+                    )
                 window_tokens += metrics["tokens"]
                 bar.update(1)
                 if self.step % tc.log_every_steps == 0 or self.step == tc.max_steps:
@@ -345,6 +360,7 @@ class Trainer:
                     # The input pipeline must never be the bottleneck (docs/benchmarks.md).
                     metrics["data_wait_seconds"] = self.data_wait_seconds
                     metrics["data_wait_fraction"] = min(self.data_wait_seconds / elapsed, 1.0)
+                    metrics["train_seconds"] = self.train_seconds
                     self.summaries.scalars("train", self.step, metrics)
                     bar.set_postfix(
                         loss=f"{metrics['loss']:.3f}",

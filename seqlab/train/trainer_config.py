@@ -16,6 +16,12 @@ class TrainerConfig(Config):
     """How to train: steps, optimizer, schedule, clipping, intervals and checkpoints."""
 
     max_steps: int = param(10000, doc="Total optimizer updates.")
+    max_train_seconds: float = param(
+        0.0,
+        doc="Also stop once this many seconds went into training steps and their input "
+        "(in-training eval and decode excluded; counted across resumes; 0 = no limit). "
+        "Schedules still run over max_steps.",
+    )
     optimizer: Optimizer.Config = param(Adam.Config(), doc="Optimizer: Adam, Adafactor or SGD.")
     schedule: LearningRateSchedule.Config = param(
         LearningRateSchedule.Config(), doc="Learning-rate schedule."
