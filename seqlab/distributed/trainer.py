@@ -83,13 +83,15 @@ def _batch_tokens(batch: Any) -> float:
 
 
 def _refuse_unsharded_extras(config: ExperimentConfig) -> None:
-    """FSDP2 shards the parameters; the moving average and weight noise hold full copies."""
+    """FSDP2 shards the parameters; the moving average, weight noise and warm start use full
+    copies."""
     tc = config.trainer
     used = [
         name
         for name, on in (
             ("trainer.ema", tc.ema.decay > 0),
             ("trainer.weight_noise", tc.weight_noise.std > 0),
+            ("trainer.init_from_checkpoint", bool(tc.init_from_checkpoint)),
         )
         if on
     ]

@@ -81,14 +81,19 @@ def load_model_state(
 
 
 def check_model_fit(
-    model: torch.nn.Module, state: Any, path: Path, checkpoint_config: Any = None
+    model: torch.nn.Module,
+    state: Any,
+    path: Path,
+    checkpoint_config: Any = None,
+    expected: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Raises IncompatibleCheckpointError unless ``state`` has ``model``'s names and shapes.
 
     ``state`` maps names to anything with a ``.shape`` (tensors, or meta tensors standing in
-    for a sharded checkpoint's entries); arguments as in :func:`load_model_state`.
+    for a sharded checkpoint's entries); ``expected`` replaces ``model.state_dict()`` as what
+    ``state`` must match; other arguments as in :func:`load_model_state`.
     """
-    problem = first_mismatch(model.state_dict(), state)
+    problem = first_mismatch(model.state_dict() if expected is None else expected, state)
     if problem is None:
         return
     trained = trained_model_class(checkpoint_config)

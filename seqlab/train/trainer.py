@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqlab.quant.qat import set_quantization_step
+from seqlab.train.warm_start import warm_start
 from seqlab.train.checkpoint import (
     CheckpointError,
     IncompatibleCheckpointError,
@@ -316,7 +317,12 @@ class Trainer:
     def train(self) -> int:
         """Trains to ``max_steps``; returns the final step."""
         tc = self.config.trainer
-        self.restore()
+        if not self.restore() and tc.init_from_checkpoint:
+            summary = warm_start(self.task, tc.init_from_checkpoint)
+            if self.ema.enabled:
+                self.ema.reset()
+            if self.is_main_process:
+                tqdm.write(f"[seqlab] {summary}")
         if self.is_main_process:
             write_config_files(self.config, self.logdir)
         previous = {

@@ -22,6 +22,11 @@ class TrainerConfig(Config):
         "(in-training eval and decode excluded; counted across resumes; 0 = no limit). "
         "Schedules still run over max_steps.",
     )
+    init_from_checkpoint: str = param(
+        "",
+        doc="A new run starts from this checkpoint's weights (a file, or a logdir's newest); "
+        "the step, optimizer and data start afresh. Ignored when the logdir has a checkpoint.",
+    )
     optimizer: Optimizer.Config = param(Adam.Config(), doc="Optimizer: Adam, Adafactor or SGD.")
     schedule: LearningRateSchedule.Config = param(
         LearningRateSchedule.Config(), doc="Learning-rate schedule."
