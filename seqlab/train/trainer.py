@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from seqlab.quant.qat import set_quantization_step
-from seqlab.train.warm_start import warm_start
 from seqlab.train.checkpoint import (
     CheckpointError,
     IncompatibleCheckpointError,
@@ -33,8 +32,14 @@ from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.optim import LearningRateSchedule
-from seqlab.train.run_context import RunContext, build_context, write_config_files
+from seqlab.train.run_context import (
+    TOKENIZER_FILE,
+    RunContext,
+    build_context,
+    write_config_files,
+)
 from seqlab.train.summaries import Summaries
+from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -318,7 +323,7 @@ class Trainer:
         """Trains to ``max_steps``; returns the final step."""
         tc = self.config.trainer
         if not self.restore() and tc.init_from_checkpoint:
-            summary = warm_start(self.task, tc.init_from_checkpoint)
+            summary = warm_start(self.task, tc.init_from_checkpoint, self.logdir / TOKENIZER_FILE)
             if self.ema.enabled:
                 self.ema.reset()
             if self.is_main_process:

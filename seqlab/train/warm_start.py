@@ -14,23 +14,39 @@ from pathlib import Path
 
 import torch
 
-from seqlab.train.checkpoint import CheckpointError, load_checkpoint, load_latest_checkpoint
+from seqlab.train.checkpoint import (
+    CheckpointError,
+    IncompatibleCheckpointError,
+    load_checkpoint,
+    load_latest_checkpoint,
+)
 from seqlab.train.checkpoint_fit import check_model_fit
 
 
-def warm_start(model: torch.nn.Module, source: str) -> str:
+def warm_start(model: torch.nn.Module, source: str, tokenizer: Path | None = None) -> str:
     """Loads the weights of ``source`` into ``model``; returns a one-line summary.
 
     Args:
       model: the freshly built model of the new run.
       source: a checkpoint file or ``.dcp`` directory, or a logdir (its newest checkpoint).
+      tokenizer: the new run's tokenizer model file; when the source's logdir has one too,
+        the two must be the same file (embedding rows mean nothing under another vocabulary).
 
     Raises:
       CheckpointError: ``source`` holds no readable checkpoint.
-      IncompatibleCheckpointError: a parameter is missing or has another shape; the model is
-        unchanged.
+      IncompatibleCheckpointError: a parameter is missing or has another shape, or the source
+        run used another tokenizer; the model is unchanged.
     """
     path = Path(source)
+    source_logdir = path if (path / "checkpoints").is_dir() else path.parent.parent
+    if tokenizer is not None and tokenizer.exists():
+        theirs = source_logdir / tokenizer.name
+        if theirs.exists() and theirs.read_bytes() != tokenizer.read_bytes():
+            raise IncompatibleCheckpointError(
+                f"trainer.init_from_checkpoint: {theirs} differs from this run's {tokenizer}: "
+                f"the checkpoint's embeddings belong to another vocabulary (train this run "
+                f"with the source's data.tokenizer settings)"
+            )
     if (path / "checkpoints").is_dir():
         found = load_latest_checkpoint(path / "checkpoints")
         if found is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
@@ -70,3 +69,19 @@ def test_qat_run_starts_from_trained_weights_and_another_shape_is_refused(
     with pytest.raises(IncompatibleCheckpointError, match="has shape"):
         trainer.train()
     assert not list_checkpoints(wider / "checkpoints")
+
+
+def test_a_source_with_another_tokenizer_is_refused(bible_cache_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "fp32"
+    tiny_trainer(bible_cache_dir, source, "trainer.max_steps=1").train()
+    other = tmp_path / "other_vocab"
+    trainer = tiny_trainer(
+        bible_cache_dir,
+        other,
+        "data.tokenizer.vocab_size=900",
+        "task.embedding.vocab_size=900",
+        f"trainer.init_from_checkpoint={source}",
+    )
+    with pytest.raises(IncompatibleCheckpointError, match="another vocabulary"):
+        trainer.train()
+    assert not list_checkpoints(other / "checkpoints")

@@ -1,6 +1,6 @@
 """Speech recognition on flite_bible: synthetic speech of short KJV verses, graphemes out.
 
-The test split is read by a voice no training utterance uses (flite ``slt``).
+The test split is read by a voice no training utterance uses (flite ``rms``).
 """
 
 from __future__ import annotations
@@ -54,25 +54,27 @@ def tiny_spec_augment() -> SpecAugment.Config:
     )
 
 
-def small_trainer(peak_learning_rate: float) -> TrainerConfig:
-    """1500 steps of 40 s of (padded) audio: about 2 epochs of flite_bible's 8.4 hours.
+def small_trainer(peak_learning_rate: float, warmup_steps: int, max_steps: int) -> TrainerConfig:
+    """Batches of 40 s of (padded) audio, a warm-up and a cosine decay to ``max_steps``.
 
     Small batches and many steps: with 120 s batches and 500 steps the Conformer-CTC stayed on
-    the all-blank plateau (loss 2.5, dev WER 116); with these it leaves it after ~500 steps.
+    the all-blank plateau (loss 2.5, dev WER 116). A peak learning rate of 2e-3 after 100
+    warm-up steps left it in some runs and not in others within 1,500 steps; 6e-4 after 200
+    left it after about 900 steps (docs/speech.md).
     """
     return TrainerConfig(
-        max_steps=1500,
+        max_steps=max_steps,
         optimizer=Adam.Config(beta2=0.98, weight_decay=1e-3),
         schedule=LearningRateSchedule.Config(
             kind="cosine",
             peak_learning_rate=peak_learning_rate,
-            warmup_steps=100,
+            warmup_steps=warmup_steps,
             final_fraction=0.02,
         ),
         log_every_steps=10,
         checkpoint_every_steps=100,
-        eval_every_steps=500,
-        decode_every_steps=1500,
+        eval_every_steps=max_steps // 3,
+        decode_every_steps=max_steps,
         decode_limit=200,
     )
 
@@ -147,7 +149,7 @@ def conformer_ctc_small() -> ExperimentConfig:
         dropout_prob=0.1,
         spec_augment=small_spec_augment(),
         max_batch_seconds=40.0,
-        trainer=small_trainer(peak_learning_rate=2e-3),
+        trainer=small_trainer(peak_learning_rate=6e-4, warmup_steps=200, max_steps=2000),
     )
 
 
@@ -243,7 +245,7 @@ def las_small() -> ExperimentConfig:
         dropout_prob=0.1,
         spec_augment=small_spec_augment(),
         max_batch_seconds=40.0,
-        trainer=small_trainer(peak_learning_rate=1e-3),
+        trainer=small_trainer(peak_learning_rate=1e-3, warmup_steps=100, max_steps=1500),
     )
 
 
