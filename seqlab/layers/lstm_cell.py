@@ -112,9 +112,8 @@ class LSTMCell(Layer):
         Returns:
           [..., 4H], to be passed to ``step``.
         """
-        if self.gate_norm_scale is not None:
-            return self.input_proj(inputs)
-        return F.linear(inputs, self.input_proj.weight, self.bias)
+        projected = self.input_proj(inputs)
+        return projected if self.gate_norm_scale is not None else projected + self.bias
 
     def step(
         self, projected_inputs: torch.Tensor, padding: torch.Tensor, state: NestedMap
@@ -131,7 +130,9 @@ class LSTMCell(Layer):
         """
         config = self.config
         units = self.num_units
-        gates = torch.addmm(projected_inputs, state.m, self.recurrent_proj.weight.t())
+        # Both projections are called as modules, so a rewrite that swaps them (QAT's
+        # fake-quantized Linear) applies to the gates too.
+        gates = projected_inputs + self.recurrent_proj(state.m)
         if self.gate_norm_scale is not None:
             normed = F.layer_norm(
                 gates.unflatten(-1, (4, units)), (units,), eps=config.layer_norm_epsilon

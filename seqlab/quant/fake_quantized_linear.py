@@ -58,8 +58,8 @@ class FakeQuantizedLinear(Linear):
     def weight(self) -> torch.Tensor:  # type: ignore[override]
         """[Dout, Din] the weight as used at the current step (see ``effective_weight``).
 
-        Layers that read ``.weight`` directly instead of calling the module (e.g. fused LSTM
-        gate matmuls) thereby also train against the quantized weights.
+        Code that reads ``.weight`` instead of calling the module (converters, exporters)
+        thereby sees the quantized weights too.
         """
         return self.effective_weight()
 

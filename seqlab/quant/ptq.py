@@ -29,7 +29,7 @@ from torch import nn
 from seqlab.quant.qat import strip_fake_quantization
 
 QUANTIZE_MODES = ("none", "int8")
-# Layers that read their projections' ``.weight`` directly (fused LSTM gate matmuls), which a
+# Layers that read their projections' ``.weight`` (LSTM cells, for the state's dtype), which a
 # quantized module cannot serve: their Linear children stay float.
 _READS_LINEAR_WEIGHTS = ("LSTMCell",)
 

@@ -100,20 +100,24 @@ def test_strip_fake_quantization_folds_the_weights_into_plain_linears(
     torch.testing.assert_close(log_probs(qat, batch), expected)
 
 
-def test_layers_reading_weights_directly_get_the_quantized_weights(
+def test_lstm_gate_projections_are_fake_quantized_weights_and_inputs(
     tiny_batch, qat_config: QuantizationConfig
 ) -> None:
     torch.manual_seed(0)
     task = build_task(get_experiment("mt.bible_en_es.rnmt_tiny").task, qat_config)
     cell = next(m for m in task.modules() if type(m).__name__ == "LSTMCell")
-    projection = cell.recurrent_proj
-    assert isinstance(projection, FakeQuantizedLinear)
+    projections = (cell.input_proj, cell.recurrent_proj)
+    assert all(isinstance(p, FakeQuantizedLinear) for p in projections)
     assert "recurrent_proj.weight" in dict(cell.named_parameters())
     set_quantization_step(task, 6)
-    weight = projection.weight  # what the fused gate matmul reads
-    levels = weight / (weight.abs().amax(dim=1, keepdim=True) / 127)
-    torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
-    assert not torch.equal(weight, projection.float_weight)
+    for projection in projections:
+        weight = projection.weight  # the weight the gates are computed with
+        levels = weight / (weight.abs().amax(dim=1, keepdim=True) / 127)
+        torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+        assert not torch.equal(weight, projection.float_weight)
     task.train()
     task.compute_loss(tiny_batch, task.compute_predictions(tiny_batch))[0].backward()
-    assert projection.float_weight.grad is not None
+    for projection in projections:
+        assert projection.float_weight.grad is not None
+        # The cell calls its projections as modules, so their inputs' ranges are observed.
+        assert bool(projection.activations.observed)
