@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from seqlab.core.registry import get_experiment
 from seqlab.train.trainer import Trainer
 
 
@@ -14,6 +15,30 @@ from seqlab.train.trainer import Trainer
 def bible_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the tiny Bible runs, so the corpus is prepared once per session."""
     return tmp_path_factory.mktemp("bible_cache")
+
+
+def _tiny_mt_trainer(cache_dir: Path, logdir: Path, *overrides: str) -> Trainer:
+    config = get_experiment("mt.bible_en_es.transformer_tiny")
+    config.apply_overrides(
+        [
+            f"data.cache_dir={cache_dir}",
+            "data.train_limit=200",
+            "data.max_tokens=256",
+            "trainer.checkpoint_every_steps=0",
+            "trainer.eval_every_steps=0",
+            "trainer.decode_every_steps=0",
+            *overrides,
+        ]
+    )
+    return Trainer(config, logdir, show_progress=False)
+
+
+@pytest.fixture
+def tiny_mt_trainer(bible_cache_dir: Path) -> Callable[..., Trainer]:
+    """``tiny_mt_trainer(logdir, *overrides)``: a quiet ``transformer_tiny`` trainer on 200
+    training pairs in 256-token batches, with no in-training checkpoints, evals or decodes
+    unless ``overrides`` (applied last) ask for them."""
+    return lambda logdir, *overrides: _tiny_mt_trainer(bible_cache_dir, logdir, *overrides)
 
 
 class Interrupt(Exception):

@@ -4,13 +4,13 @@ and a follower job exits after the run's last checkpoint."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seqlab.cli import main
-from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.train.checkpoint import list_checkpoints, load_checkpoint
 from seqlab.train.trainer import Trainer
@@ -24,22 +24,14 @@ STEP_SECONDS = 0.25
 BUDGET_SECONDS = 1.0
 
 
-def make_trainer(cache_dir: Path, logdir: Path) -> Trainer:
-    config = get_experiment("mt.bible_en_es.transformer_tiny")
-    config.apply_overrides(
-        [
-            f"data.cache_dir={cache_dir}",
-            "data.train_limit=200",
-            "data.eval_limit=5",
-            "data.max_tokens=256",
-            "trainer.max_steps=1000",
-            f"trainer.max_train_seconds={BUDGET_SECONDS}",
-            "trainer.checkpoint_every_steps=2",
-            "trainer.eval_every_steps=0",
-            "trainer.decode_every_steps=0",
-        ]
+def make_trainer(tiny_mt_trainer: Callable[..., Trainer], logdir: Path) -> Trainer:
+    trainer = tiny_mt_trainer(
+        logdir,
+        "data.eval_limit=5",
+        "trainer.max_steps=1000",
+        f"trainer.max_train_seconds={BUDGET_SECONDS}",
+        "trainer.checkpoint_every_steps=2",
     )
-    trainer = Trainer(config, logdir, show_progress=False)
     collate = trainer.data.collate
 
     def slow_collate(examples: Any, indices: list[int]) -> Any:
@@ -51,15 +43,15 @@ def make_trainer(cache_dir: Path, logdir: Path) -> Trainer:
 
 
 def test_training_stops_on_the_clock_and_resume_counts_spent_time(
-    bible_cache_dir: Path, tmp_path: Path
+    tiny_mt_trainer: Callable[..., Trainer], tmp_path: Path
 ) -> None:
-    step = make_trainer(bible_cache_dir, tmp_path).train()
+    step = make_trainer(tiny_mt_trainer, tmp_path).train()
     assert 1 <= step <= BUDGET_SECONDS / STEP_SECONDS
     final = list_checkpoints(tmp_path / "checkpoints")[-1]
     assert final[0] == step  # the last step is saved
     assert load_checkpoint(final[1])["train_seconds"] >= BUDGET_SECONDS
     # Resuming a run whose budget is spent trains no further.
-    assert make_trainer(bible_cache_dir, tmp_path).train() == step
+    assert make_trainer(tiny_mt_trainer, tmp_path).train() == step
 
     # A follower exits after the last checkpoint although it is short of trainer.max_steps.
     assert main(["eval", "--logdir", str(tmp_path), "--follow", "--poll-seconds", "0.1"]) == 0

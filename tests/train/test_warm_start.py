@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.train.checkpoint import IncompatibleCheckpointError, list_checkpoints, load_checkpoint
 from seqlab.train.trainer import Trainer
@@ -17,32 +17,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def tiny_trainer(cache_dir: Path, logdir: Path, *overrides: str) -> Trainer:
-    config = get_experiment("mt.bible_en_es.transformer_tiny")
-    config.apply_overrides(
-        [
-            f"data.cache_dir={cache_dir}",
-            "data.train_limit=200",
-            "data.max_tokens=256",
-            "trainer.checkpoint_every_steps=0",
-            "trainer.eval_every_steps=0",
-            "trainer.decode_every_steps=0",
-            *overrides,
-        ]
-    )
-    return Trainer(config, logdir, show_progress=False)
-
-
 def test_qat_run_starts_from_trained_weights_and_another_shape_is_refused(
-    bible_cache_dir: Path, tmp_path: Path
+    tiny_mt_trainer: Callable[..., Trainer], tmp_path: Path
 ) -> None:
     source = tmp_path / "fp32"
-    tiny_trainer(bible_cache_dir, source, "trainer.max_steps=3").train()
+    tiny_mt_trainer(source, "trainer.max_steps=3").train()
     trained = load_checkpoint(list_checkpoints(source / "checkpoints")[-1][1])["model"]
 
     qat = tmp_path / "qat"
-    trainer = tiny_trainer(
-        bible_cache_dir,
+    trainer = tiny_mt_trainer(
         qat,
         "trainer.max_steps=1",
         "quant.mode=qat",
@@ -60,8 +43,7 @@ def test_qat_run_starts_from_trained_weights_and_another_shape_is_refused(
     assert moved < 0.1 * (fresh[embedding] - trained[embedding]).abs().max()
 
     wider = tmp_path / "wider"
-    trainer = tiny_trainer(
-        bible_cache_dir,
+    trainer = tiny_mt_trainer(
         wider,
         "task.decoder.layer.ffn.hidden_dim=96",
         f"trainer.init_from_checkpoint={source}",
@@ -71,12 +53,13 @@ def test_qat_run_starts_from_trained_weights_and_another_shape_is_refused(
     assert not list_checkpoints(wider / "checkpoints")
 
 
-def test_a_source_with_another_tokenizer_is_refused(bible_cache_dir: Path, tmp_path: Path) -> None:
+def test_a_source_with_another_tokenizer_is_refused(
+    tiny_mt_trainer: Callable[..., Trainer], tmp_path: Path
+) -> None:
     source = tmp_path / "fp32"
-    tiny_trainer(bible_cache_dir, source, "trainer.max_steps=1").train()
+    tiny_mt_trainer(source, "trainer.max_steps=1").train()
     other = tmp_path / "other_vocab"
-    trainer = tiny_trainer(
-        bible_cache_dir,
+    trainer = tiny_mt_trainer(
         other,
         "data.tokenizer.vocab_size=900",
         "task.embedding.vocab_size=900",
