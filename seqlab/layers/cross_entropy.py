@@ -46,16 +46,14 @@ class LabelSmoothedCrossEntropy(Layer):
         epsilon = self.config.label_smoothing
         vocab_size = logits.shape[-1]
         padded = paddings > 0.5
-        log_probs = F.log_softmax(logits.float(), dim=-1)
         safe_labels = labels.masked_fill(padded, 0)
-        nll = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+        nll, smooth = _NegativeLogProbs.apply(logits.float(), safe_labels)
         if epsilon > 0.0:
             if vocab_size < 2:
                 raise ConfigError(
                     f"label_smoothing={epsilon} needs a vocabulary of at least 2, got {vocab_size}"
                 )
             eps_i = epsilon / (vocab_size - 1)
-            smooth = -log_probs.sum(dim=-1)
             per_token = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
         else:
             per_token = nll
@@ -65,3 +63,36 @@ class LabelSmoothedCrossEntropy(Layer):
             nll_sum=nll.masked_fill(padded, 0.0).sum(),
             num_tokens=num_tokens,
         )
+
+
+class _NegativeLogProbs(torch.autograd.Function):
+    """``-log_softmax(logits)`` at the labels and summed over the vocabulary, with one
+    fused backward pass.
+
+    Autograd through ``log_softmax``, ``gather`` and ``sum`` makes three [..., V] gradients
+    (a zero-filled scatter, a broadcast, their sum) before the softmax backward; here the
+    gradient is computed in place from the saved log-probabilities:
+    ``d/dx_v = (g_nll + V * g_sum) * p_v - g_sum - g_nll * [v = label]``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits [..., V] float, labels [...] -> (nll [...], summed -log p [...])."""
+        log_probs = F.log_softmax(logits, dim=-1)
+        nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(log_probs, labels)
+        return nll, -log_probs.sum(dim=-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_nll: torch.Tensor, grad_sum: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        log_probs, labels = ctx.saved_tensors
+        vocab_size = log_probs.shape[-1]
+        grad = log_probs.exp()
+        grad.mul_((grad_nll + vocab_size * grad_sum).unsqueeze(-1)).sub_(grad_sum.unsqueeze(-1))
+        grad.scatter_add_(-1, labels.unsqueeze(-1), -grad_nll.unsqueeze(-1))
+        return grad, None

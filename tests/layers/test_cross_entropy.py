@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -72,3 +73,33 @@ def test_padded_positions_contribute_nothing() -> None:
 def test_all_padded_batch_is_zero_not_nan() -> None:
     out = _loss()(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3))
     assert out.loss.item() == 0.0 and out.num_tokens.item() == 0.0
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_gradient_equals_autograd_through_log_softmax(eps: float) -> None:
+    """The fused backward pass: the gradients of the loss and of nll_sum, as autograd
+    computes them through log_softmax, gather and sum (the loss computes in float32; a wrong
+    term would be off by far more than its rounding)."""
+    torch.manual_seed(0)
+    b, t, v = 3, 5, 11
+    logits = torch.randn(b, t, v)
+    labels = torch.randint(0, v, (b, t))
+    paddings = torch.zeros(b, t)
+    paddings[1, 3:] = 1.0
+    real = paddings < 0.5
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        log_probs = x.log_softmax(-1)
+        nll = -log_probs.gather(-1, labels.masked_fill(~real, 0)[..., None]).squeeze(-1)
+        eps_i = eps / (v - 1)
+        per_token = (1 - eps - eps_i) * nll - eps_i * log_probs.sum(-1)
+        return 0.7 * (per_token * real).sum() / real.sum() + 0.3 * (nll * real).sum()
+
+    x = logits.clone().requires_grad_()
+    out = _loss(eps)(x, labels, paddings)
+    (0.7 * out.loss + 0.3 * out.nll_sum).backward()
+    y = logits.clone().requires_grad_()
+    reference(y).backward()
+    assert x.grad is not None and y.grad is not None
+    torch.testing.assert_close(x.grad, y.grad, atol=1e-7, rtol=1e-5)
+    assert torch.all(x.grad[1, 3:] == 0)
