@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer
 from seqlab.layers.attention_positions import AttentionPositions
+from seqlab.layers.dropout import dropout
 
 
 class MultiHeadAttention(Layer):
@@ -269,7 +270,7 @@ class MultiHeadAttention(Layer):
         probs = scores.softmax(dim=-1)
         if mask is not None:
             probs = probs * mask.any(dim=-1, keepdim=True)
-        dropped = F.dropout(probs, self._dropout_prob(), self.training)
+        dropped = dropout(probs, self._dropout_prob(), self.training)
         out = torch.matmul(dropped, value)
         if positions is not None:
             assert self.relative_positions is not None

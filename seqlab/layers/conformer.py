@@ -18,6 +18,7 @@ from torch import nn
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer, apply_paddings
 from seqlab.layers.attention import MultiHeadAttention
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.feed_forward import FeedForward
 from seqlab.layers.masked_batch_norm import MaskedBatchNorm
 
@@ -59,7 +60,7 @@ class ConformerConvolution(Layer):
             )
         self.activation = nn.SiLU()
         self.pointwise_out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(config.dropout_prob)
+        self.dropout = Dropout(config.dropout_prob)
 
     def forward(self, inputs: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
         """[B, T, D] inputs, [B, T] paddings -> [B, T, D] branch output."""
@@ -114,7 +115,7 @@ class ConformerLayer(Layer):
         self.ffn_end_norm = nn.LayerNorm(dim, eps=eps)
         self.ffn_end = config.ffn_end.build()
         self.final_norm = nn.LayerNorm(dim, eps=eps)
-        self.dropout = nn.Dropout(config.residual_dropout_prob)
+        self.dropout = Dropout(config.residual_dropout_prob)
 
     def forward(self, inputs: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
         """Applies the block.

@@ -10,6 +10,7 @@ from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer
+from seqlab.layers.dropout import Dropout
 
 
 class FeedForward(Layer):
@@ -38,7 +39,7 @@ class FeedForward(Layer):
         self.input_proj = nn.Linear(config.model_dim, config.hidden_dim, bias=config.bias)
         self.output_proj = nn.Linear(config.hidden_dim, config.model_dim, bias=config.bias)
         self.activation = activations[config.activation]()
-        self.dropout = nn.Dropout(config.dropout_prob)
+        self.dropout = Dropout(config.dropout_prob)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Applies the block.

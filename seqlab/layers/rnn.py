@@ -16,6 +16,7 @@ from torch import nn
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer, apply_paddings
 from seqlab.core.nested_map import NestedMap
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.lstm_cell import LSTMCell
 
 
@@ -44,7 +45,7 @@ class _LSTMStackBase(Layer):
         if config.num_layers < 1:
             raise ConfigError(f"{name}.num_layers must be >= 1, got {config.num_layers}")
         self.residual_start_layer = config.residual_start_layer
-        self.dropout = nn.Dropout(config.dropout_prob)
+        self.dropout = Dropout(config.dropout_prob)
         self.output_dim = self.num_directions * (
             config.cell.projection_dim or config.cell.num_units
         )

@@ -23,6 +23,7 @@ from seqlab.core.layer import Layer, apply_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.layers.attention import MultiHeadAttention
 from seqlab.layers.attention_positions import AttentionPositions, T5RelativeBias
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.feed_forward import FeedForward
 
 
@@ -44,7 +45,7 @@ class _ResidualLayer(Layer):
     """
 
     norm_first: bool
-    dropout: nn.Dropout
+    dropout: Dropout
 
     def _sublayer_input(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
         return norm(x) if self.norm_first else x
@@ -83,7 +84,7 @@ class TransformerEncoderLayer(_ResidualLayer):
         self.self_attention_norm = nn.LayerNorm(dim, eps=config.layer_norm_epsilon)
         self.ffn = config.ffn.build()
         self.ffn_norm = nn.LayerNorm(dim, eps=config.layer_norm_epsilon)
-        self.dropout = nn.Dropout(config.residual_dropout_prob)
+        self.dropout = Dropout(config.residual_dropout_prob)
 
     def forward(
         self,
@@ -172,7 +173,7 @@ class TransformerDecoderLayer(_ResidualLayer):
         self.cross_attention_norm = nn.LayerNorm(dim, eps=config.layer_norm_epsilon)
         self.ffn = config.ffn.build()
         self.ffn_norm = nn.LayerNorm(dim, eps=config.layer_norm_epsilon)
-        self.dropout = nn.Dropout(config.residual_dropout_prob)
+        self.dropout = Dropout(config.residual_dropout_prob)
 
     def forward(
         self,
@@ -523,9 +524,7 @@ class TransformerDecoder(Layer):
                 )
             first_rows = beams * torch.arange(num_rows // beams, device=indices.device)
             parents = indices.view(-1, beams) - first_rows[:, None]  # [B, K] beam in example
-            state.history = state.history.gather(
-                1, parents[:, :, None].expand_as(state.history)
-            )
+            state.history = state.history.gather(1, parents[:, :, None].expand_as(state.history))
             return state
         if indices.shape[0] != num_rows or step == 0:
             kept = NestedMap({k: v for k, v in state.items() if k not in _SPARE_CACHES.values()})

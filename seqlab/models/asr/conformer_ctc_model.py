@@ -20,6 +20,7 @@ from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import PAD_ID
 from seqlab.decoding.ctc import ctc_beam_decode, ctc_greedy_decode
 from seqlab.layers.conformer import ConformerEncoder
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import SinusoidalPositions
 from seqlab.models.asr.speech_task import SpeechTask
 from seqlab.models.base import Metrics
@@ -60,7 +61,7 @@ class ConformerCtc(SpeechTask):
                     f"{key} ({value}) must equal encoder.layer.model_dim ({model_dim})"
                 )
         self.positions = config.positions.build()
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.encoder = config.encoder.build()
         self.output_proj = nn.Linear(model_dim, config.vocab_size)
 

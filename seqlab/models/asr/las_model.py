@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import lengths_to_paddings
@@ -21,6 +20,7 @@ from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqlab.decoding.beam_search import BeamSearch
 from seqlab.layers.cross_entropy import LabelSmoothedCrossEntropy
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import TokenEmbedding
 from seqlab.layers.rnn import BidirectionalLSTMStack
 from seqlab.models.asr.speech_task import SpeechTask
@@ -89,7 +89,7 @@ class ListenAttendSpell(SpeechTask):
                 raise ConfigError(f"ListenAttendSpell: {key} is {value} but must be {expected}")
         self.encoder = config.encoder.build()
         self.embedding = config.embedding.build()
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.decoder = config.decoder.build()
         self.loss = config.loss.build()
 

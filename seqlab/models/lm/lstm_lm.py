@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.sequence_packing import rows_to_segments, segments_to_rows
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import TokenEmbedding
 from seqlab.layers.rnn import LSTMStack
 from seqlab.models.lm.language_model import LanguageModel
@@ -45,7 +45,7 @@ class LSTMLM(LanguageModel):
                 f"({dim}); set both the same"
             )
         self.embedding = config.embedding.build()
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.lstm = config.lstm.build()
         if self.lstm.output_dim != dim:
             raise ConfigError(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import AbsolutePositions, SinusoidalPositions, TokenEmbedding
 from seqlab.layers.transformer import TransformerEncoder
 from seqlab.models.lm.language_model import LanguageModel
@@ -56,7 +56,7 @@ class TransformerLM(LanguageModel):
             )
         self.embedding = config.embedding.build()
         self.positions = None if config.positions is None else config.positions.build()
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.stack = config.stack.build()
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer, apply_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.layers.additive_attention import AdditiveAttention
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.lstm_cell import LSTMCell
 from seqlab.layers.multi_head_source_attention import (
     MultiHeadSourceAttention,
@@ -61,7 +62,7 @@ class RNMTDecoder(Layer):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.first_layer = config.first_layer.build(config.input_dim)
-        self.first_layer_dropout = nn.Dropout(config.first_layer_dropout_prob)
+        self.first_layer_dropout = Dropout(config.first_layer_dropout_prob)
         self.attention = config.attention.build()
         self.upper_layers = config.upper_layers.build()
         first_dim, context_dim = self.first_layer.output_dim, config.attention.output_dim

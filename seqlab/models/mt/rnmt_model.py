@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import AbsolutePositions, TokenEmbedding
 from seqlab.layers.rnn import BidirectionalLSTMStack
 from seqlab.layers.transformer import TransformerEncoder
@@ -50,7 +50,7 @@ class RNMTPlusMT(TranslationTask):
         self.source_positions = (
             None if config.source_positions is None else config.source_positions.build()
         )
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.encoder = config.encoder.build()
         self.decoder = config.decoder.build()
         self._check_dims()

@@ -10,10 +10,10 @@ import dataclasses
 import sys
 
 import torch
-from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
+from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import AbsolutePositions, SinusoidalPositions, TokenEmbedding
 from seqlab.layers.transformer import TransformerDecoder, TransformerEncoder
 from seqlab.models.mt.translation_task import TranslationTask
@@ -43,7 +43,7 @@ class TransformerMT(TranslationTask):
         self.embedding = config.embedding.build()
         _check_some_positions(config)
         self.positions = None if config.positions is None else config.positions.build()
-        self.input_dropout = nn.Dropout(config.input_dropout_prob)
+        self.input_dropout = Dropout(config.input_dropout_prob)
         self.encoder = config.encoder.build()
         self.decoder = config.decoder.build()
 
