@@ -419,6 +419,9 @@ def _rank_label() -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[seqlab] %(message)s")
     args = build_parser().parse_args(argv)
+    from seqlab.core.heap_retention import retain_freed_heap_memory
+
+    retain_freed_heap_memory()
     try:
         from seqlab.core.user_modules import import_user_module
 
