@@ -71,7 +71,7 @@ def export_artifact(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArtifactError(f"{out} already exists; choose another --out or remove it")
-    predictor = Predictor.from_logdir(Path(logdir))
+    predictor = Predictor.from_logdir(Path(logdir), pack_linear=False)
     context = predictor.context
     task = context.task
     if not isinstance(task, TransformerMT):

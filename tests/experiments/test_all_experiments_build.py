@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 from seqlab.core.config import Config
+from seqlab.core.nested_map import NestedMap
 from seqlab.core.registry import get_experiment, list_experiments
-from seqlab.data.mt_data import MTExamples, collate
-from seqlab.models.multi_task import MultiTaskModel
+from seqlab.layers.packed_linear import PackedLinear, pack_linear_layers, packing_available
+from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.optim import LearningRateSchedule
 
 
@@ -17,37 +20,45 @@ from seqlab.train.optim import LearningRateSchedule
 @pytest.mark.parametrize(
     "name", [n for n in list_experiments() if not n.startswith(("asr.", "lm."))]
 )
-def test_experiment_builds_and_trains_one_step(name: str) -> None:
+def test_experiment_builds_and_trains_one_step(
+    name: str, text_batch: Callable[[ExperimentConfig], NestedMap]
+) -> None:
     config = get_experiment(name)
     assert config.name == name
     assert Config.from_dict(config.to_dict()).to_text() == config.to_text()
     torch.manual_seed(0)
     task = config.task.build()
-    # A multi-task experiment trains its first task here (the others share or mirror it).
-    is_multi_task = isinstance(config.task, MultiTaskModel.Config)
-    task_name = next(iter(config.task.tasks)) if is_multi_task else ""
-    task_config = config.task.tasks[task_name] if is_multi_task else config.task
-    data_config = config.data.tasks[task_name] if is_multi_task else config.data
-    vocab = task_config.embedding.vocab_size
-    assert data_config.tokenizer.vocab_size == vocab
-    generator = torch.Generator().manual_seed(0)
-    rows = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in (5, 9, 3)]
-    examples = MTExamples(
-        source_ids=[r + [3] for r in rows],
-        target_ids=[r[::-1] for r in rows],
-        source_text=["x"] * 3,
-        target_text=["y"] * 3,
-    )
-    batch = collate(examples, [0, 1, 2])
-    if is_multi_task:
-        batch.task = task_name
+    batch = text_batch(config)
     schedule = LearningRateSchedule(config.trainer.schedule, config.trainer.max_steps)
     optimizer = config.trainer.optimizer.build(list(task.parameters()), lr=schedule(1))
     before = {k: v.clone() for k, v in task.state_dict().items()}
     loss, metrics = task.compute_loss(batch, task.compute_predictions(batch))
     assert torch.isfinite(loss)
-    assert metrics["num_target_tokens"][0] == sum(len(r) + 1 for r in rows)
+    assert metrics["num_target_tokens"][0] == (5 + 1) + (9 + 1) + (3 + 1)
     loss.backward()
     optimizer.step()
     changed = [k for k, v in task.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "one optimizer step changed no weight"
+
+
+@pytest.mark.skipif(not packing_available(), reason="PyTorch built without oneDNN")
+@pytest.mark.parametrize(
+    "name", [n for n in list_experiments() if n.endswith("_tiny") and not n.startswith("lm.")]
+)
+def test_packed_inference_copy_decodes_like_the_model(
+    name: str,
+    text_batch: Callable[[ExperimentConfig], NestedMap],
+    audio_batch: Callable[[ExperimentConfig], NestedMap],
+) -> None:
+    """What ``decode_dataset`` decodes with: the same hypotheses as the model itself."""
+    config = get_experiment(name)
+    torch.manual_seed(0)
+    task = config.task.build().eval()
+    batch = (audio_batch if name.startswith("asr.") else text_batch)(config)
+    packed = pack_linear_layers(task)
+    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    with torch.no_grad():
+        expected, got = task.decode(batch), packed.decode(batch)
+    assert got.ids == expected.ids
+    if "scores" in expected:
+        torch.testing.assert_close(got.scores, expected.scores, atol=1e-4, rtol=1e-4)
