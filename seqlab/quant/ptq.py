@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seqlab.layers.embedding import TokenEmbedding
+from seqlab.quant.int8_logits_embedding import Int8LogitsTokenEmbedding
 from seqlab.quant.qat import strip_fake_quantization
 
 QUANTIZE_MODES = ("none", "int8")
@@ -43,8 +45,10 @@ def quantize_int8(model: nn.Module, exportable: bool = False) -> nn.Module:
     """A copy of ``model`` (in eval mode) with dynamic int8 Linear layers.
 
     Fake-quantized (QAT) layers are first folded into plain Linear layers with their
-    quantization-ready weights. The embedding and the output projection tied to it stay float,
-    and so do the projections of layers that read their weights directly (LSTM cells).
+    quantization-ready weights. Embedding lookups stay float; the output projection tied to
+    them runs in int8 (``Int8LogitsTokenEmbedding``) in the eager copy and stays float in the
+    exportable one. The projections of layers that read their weights directly (LSTM cells)
+    stay float.
 
     Args:
       model: a float model; not modified.
@@ -64,7 +68,12 @@ def quantize_int8(model: nn.Module, exportable: bool = False) -> nn.Module:
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(model, set(names), dtype=torch.qint8)
+        model = quantize_dynamic(model, set(names), dtype=torch.qint8)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is TokenEmbedding:
+                setattr(parent, name, Int8LogitsTokenEmbedding(child))
+    return model
 
 
 def folded_copy(model: nn.Module) -> nn.Module:

@@ -8,6 +8,7 @@ from torch import nn
 
 from seqlab.core.registry import get_experiment
 from seqlab.quant.fake_quantized_linear import FakeQuantizedLinear
+from seqlab.quant.int8_logits_embedding import Int8LogitsTokenEmbedding
 from seqlab.quant.ptq import check_quantize_mode, quantize_int8
 from seqlab.quant.qat import QuantizationConfig, set_quantization_step
 
@@ -28,11 +29,29 @@ def test_int8_log_probs_stay_within_tolerance_of_fp32(
     quantized = quantize_int8(task, exportable=exportable)
     assert not any(is_float_linear(m) for m in quantized.modules())
     assert any(is_float_linear(m) for m in task.modules())  # the input is left alone
+    # The eager copy also projects onto the vocabulary in int8; the exportable one keeps
+    # that projection float.
+    assert isinstance(quantized.embedding, Int8LogitsTokenEmbedding) != exportable
+    assert quantized.embedding.weight is not task.embedding.weight  # a copy, equal
+    assert torch.equal(quantized.embedding.weight, task.embedding.weight)
     got = log_probs(quantized, batch)
     difference = (got - expected).abs()
     assert 0 < difference.max() < 0.25, difference.max()
     real = batch.tgt_paddings == 0
     assert (got.argmax(-1) == expected.argmax(-1))[real].float().mean() >= 0.9
+
+
+def test_int8_output_projection_is_the_embedding_matrix_quantized(tiny_mt) -> None:
+    embedding = tiny_mt(QuantizationConfig()).embedding
+    quantized = Int8LogitsTokenEmbedding(embedding)
+    x = torch.randn(2, 3, embedding.config.model_dim)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(ids), embedding(ids))  # lookups stay float
+        expected, got = embedding.logits(x), quantized.logits(x)
+    assert not torch.equal(got, expected)
+    # int8 rounding of weights (per row) and inputs: about 1% of the logits' scale.
+    assert (got - expected).abs().max() < 0.03 * expected.abs().max()
 
 
 def test_a_qat_model_is_folded_before_quantizing(
