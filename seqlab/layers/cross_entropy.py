@@ -71,7 +71,7 @@ class _NegativeLogProbs(torch.autograd.Function):
 
     Autograd through ``log_softmax``, ``gather`` and ``sum`` makes three [..., V] gradients
     (a zero-filled scatter, a broadcast, their sum) before the softmax backward; here the
-    gradient is computed in place from the saved log-probabilities:
+    gradient is computed in place of the saved log-probabilities:
     ``d/dx_v = (g_nll + V * g_sum) * p_v - g_sum - g_nll * [v = label]``.
     """
 
@@ -92,7 +92,10 @@ class _NegativeLogProbs(torch.autograd.Function):
     ) -> tuple[torch.Tensor, None]:
         log_probs, labels = ctx.saved_tensors
         vocab_size = log_probs.shape[-1]
-        grad = log_probs.exp()
+        # In place: the log-probabilities are needed by no one else, and a second [..., V]
+        # tensor would cost its allocation (and page faults) every step. A second backward
+        # through the same graph fails autograd's check of the saved tensor's version.
+        grad = log_probs.exp_()
         grad.mul_((grad_nll + vocab_size * grad_sum).unsqueeze(-1)).sub_(grad_sum.unsqueeze(-1))
         grad.scatter_add_(-1, labels.unsqueeze(-1), -grad_nll.unsqueeze(-1))
         return grad, None

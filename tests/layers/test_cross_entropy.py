@@ -103,3 +103,11 @@ def test_gradient_equals_autograd_through_log_softmax(eps: float) -> None:
     assert x.grad is not None and y.grad is not None
     torch.testing.assert_close(x.grad, y.grad, atol=1e-7, rtol=1e-5)
     assert torch.all(x.grad[1, 3:] == 0)
+
+
+def test_a_second_backward_through_the_same_graph_is_refused() -> None:
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    loss = _loss()(logits, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3)).loss
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
