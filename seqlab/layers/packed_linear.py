@@ -14,6 +14,7 @@ a copy whose ``nn.Linear`` children are ``PackedLinear``; the model's own code i
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ class PackedLinear(nn.Module):
         if linear.weight.dtype != torch.float32:
             raise ValueError(f"PackedLinear packs float32 weights, got {linear.weight.dtype}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.expected_rows = expected_rows
         self.weight = linear.weight
         self.bias = linear.bias
         self.register_buffer(
@@ -65,6 +67,13 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(
             inputs.contiguous(), self.packed_weight, bias, "none", [], ""
         )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PackedLinear:
+        """A copy packed anew: oneDNN's packed tensors cannot be copied (no storage)."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear.weight = copy.deepcopy(self.weight, memo)
+        linear.bias = copy.deepcopy(self.bias, memo)
+        return PackedLinear(linear, self.expected_rows).train(self.training)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -67,3 +67,19 @@ def test_packed_copy_decodes_like_the_model() -> None:
     assert got.ids == expected.ids
     torch.testing.assert_close(got.scores, expected.scores, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(packed_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_a_packed_model_copies_and_packs_again() -> None:
+    """decode_dataset packs whatever task it gets, e.g. a Predictor's, already packed."""
+    task = _task().eval()
+    packed = pack_linear_layers(task, expected_rows=8)
+    twice = pack_linear_layers(packed, expected_rows=8)
+    assert sum(isinstance(m, PackedLinear) for m in twice.modules()) == sum(
+        isinstance(m, PackedLinear) for m in packed.modules()
+    )
+    torch.manual_seed(1)
+    src_ids = torch.randint(4, 40, (2, 6))
+    src_ids[:, -1] = EOS_ID
+    batch = NestedMap(src_ids=src_ids, src_paddings=torch.zeros(2, 6))
+    with torch.no_grad():
+        assert twice.decode(batch).ids == task.decode(batch).ids
