@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput and peak memory of seqlab training with 1 and 2 processes (torchrun, CPU/gloo).
 
-Each configuration runs the real trainer (``seqlab.distributed.trainer.make_trainer``) under
+Each configuration runs the real trainer (``seqlab.train.trainer.Trainer``) under
 torchrun on the built-in Bible corpus, with the same global batch whatever the number of
 processes; the machine's cores are split evenly between the processes. The first
 ``--warmup-steps`` steps are not timed. Prints a table (and writes JSON with ``--output``):
@@ -30,9 +30,10 @@ import torch
 from seqlab.core.registry import get_experiment
 from seqlab.data.mt_data import default_cache_dir
 from seqlab.distributed.launch import torchrun_command
-from seqlab.distributed.process_group import gather_objects, world_from_env
-from seqlab.distributed.trainer import make_trainer
+from seqlab.distributed.process_group import gather_objects
 from seqlab.train.run_context import build_context
+from seqlab.train.trainer import Trainer
+from seqlab.train.world import world_from_env
 
 # (processes, trainer.distributed.strategy)
 CONFIGURATIONS = [(1, "none"), (2, "ddp"), (2, "fsdp")]
@@ -79,7 +80,7 @@ def run_worker(args: argparse.Namespace) -> None:
     threads = max(1, args.cores // world.world_size)
     config = get_experiment(args.experiment)
     config.apply_overrides(overrides(args, args.strategy, threads))
-    trainer = make_trainer(config, Path(args.logdir), show_progress=False)
+    trainer = Trainer(config, Path(args.logdir), show_progress=False)
     train_step = trainer.train_step
     marks: list[tuple[float, float]] = []  # (time after the step, global tokens of the step)
 

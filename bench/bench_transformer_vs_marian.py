@@ -41,7 +41,8 @@ from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.core.registry import get_experiment
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
-from seqlab.train.trainer import autocast
+from seqlab.train.device import CPU
+from seqlab.train.mixed_precision import autocast
 
 # Token ids below this are special (pad, unk, bos, eos); random tokens are drawn above it.
 _FIRST_NORMAL_ID = 4
@@ -269,7 +270,7 @@ def seqlab_train_step(
     params = optimizer.param_groups[0]["params"]
     clip = experiment.trainer.clip_gradient_norm
     task.train()
-    with autocast(precision):
+    with autocast(precision, CPU):
         predictions = task.compute_predictions(batch)
         loss, _ = task.compute_loss(batch, predictions)
     optimizer.zero_grad(set_to_none=True)
@@ -287,7 +288,7 @@ def hf_train_step(
     clip = experiment.trainer.clip_gradient_norm
     smoothing = experiment.task.loss.label_smoothing
     model.train()
-    with autocast(precision):
+    with autocast(precision, CPU):
         logits = model(
             input_ids=hf_batch["input_ids"],
             attention_mask=hf_batch["attention_mask"],
@@ -363,7 +364,11 @@ def seqlab_decode(
 ) -> list[list[int]]:
     """As seqlab.train.decode_runner: eval mode, no_grad, ``task.decode`` (plus autocast)."""
     task.eval()
-    with torch.no_grad(), autocast(precision), seqlab_forced_length(task, num_tokens, tight_cache):
+    with (
+        torch.no_grad(),
+        autocast(precision, CPU),
+        seqlab_forced_length(task, num_tokens, tight_cache),
+    ):
         return task.decode(batch).ids
 
 
@@ -400,7 +405,7 @@ def hf_decode(
     from transformers import LogitsProcessorList
 
     model.eval()
-    with torch.no_grad(), autocast(precision):
+    with torch.no_grad(), autocast(precision, CPU):
         return model.generate(
             input_ids=hf_batch["input_ids"],
             attention_mask=hf_batch["attention_mask"],

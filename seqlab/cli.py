@@ -94,10 +94,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from seqlab.distributed.mixed_precision import bf16_slowdown_message
-    from seqlab.distributed.process_group import world_from_env
-    from seqlab.distributed.trainer import make_trainer
+    from seqlab.train.device import resolve_device
+    from seqlab.train.mixed_precision import bf16_slowdown_message
+    from seqlab.train.trainer import Trainer
+    from seqlab.train.world import world_from_env
 
     config = _load_config(args)
     if args.nproc > 0:
@@ -110,11 +119,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             [*imports, "train", "--experiment", args.experiment, "--logdir", args.logdir, *sets],
         )
     logdir = Path(args.logdir)
-    main_process = world_from_env().is_main
-    message = bf16_slowdown_message(config.trainer.mixed_precision)
+    world = world_from_env()
+    main_process = world.is_main
+    device = resolve_device(config.trainer.device, world)
+    message = bf16_slowdown_message(config.trainer.mixed_precision, device)
     if message and main_process:
         print(f"[seqlab] warning: {message}", file=sys.stderr)
-    trainer = make_trainer(config, logdir)
+    trainer = Trainer(config, logdir, preset=get_experiment(args.experiment))
     trainer.train()
     if main_process:
         checkpoints = logdir / "checkpoints"
@@ -132,12 +143,14 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
         load_checkpoint,
     )
     from seqlab.train.checkpoint_fit import load_model_state
+    from seqlab.train.device import resolve_device
     from seqlab.train.ema import model_state
     from seqlab.train.run_context import build_context, read_logdir_config
 
+    device = resolve_device(args.device, name="--device")
     logdir = Path(args.logdir)
     config = read_logdir_config(logdir)
-    context = build_context(config, logdir, train_tokenizer=False)
+    context = build_context(config, logdir, train_tokenizer=False, device=device)
     done: set[int] = set()
     final_seen = False  # the last checkpoint of the run (max_steps or max_train_seconds) done
     while True:
@@ -259,6 +272,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
         predictor = Predictor.from_logdir(
             Path(args.logdir),
+            device=args.device,
             max_batch_size=args.batch_size,
             task=args.task,
             use_ema=args.ema,
@@ -368,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--follow", action="store_true", help="process each new checkpoint")
         p.add_argument("--poll-seconds", type=float, default=30.0)
         _add_ema(p)
+        _add_device(p)
         if name == "decode":
             _add_set(p)
             _add_quantize(p)
@@ -397,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="", help="multi-task runs: the task to run (required)")
     _add_ema(p)
     _add_quantize(p)
+    _add_device(p)
     p.set_defaults(fn=cmd_infer)
 
     p = sub.add_parser("export", help="write a self-contained inference artifact of a run")
@@ -411,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rank_label() -> str:
-    """" (rank R of W)" in a torchrun job, so that a failing rank is named; else ""."""
+    """ " (rank R of W)" in a torchrun job, so that a failing rank is named; else ""."""
     world_size = os.environ.get("WORLD_SIZE", "1")
     return f" (rank {os.environ.get('RANK', '?')} of {world_size})" if world_size != "1" else ""
 

@@ -479,7 +479,16 @@ def _from_json(value: Any, hint: Any) -> Any:
     return value
 
 
+# Config classes that moved, by the name older logdirs' config.json files record.
+_MOVED_CLASSES = {
+    "seqlab.distributed.config:DistributedConfig": (
+        "seqlab.train.parallelism_config:ParallelismConfig"
+    ),
+}
+
+
 def _import_config_class(path: str) -> type[Config]:
+    path = _MOVED_CLASSES.get(path, path)
     module_name, _, qualname = path.partition(":")
     user = any(module_name.partition(".")[0] == m.partition(".")[0] for m in _trusted_user_modules)
     if not (module_name.startswith(_TRUSTED_MODULE_PREFIXES) or user):

@@ -40,6 +40,8 @@ class NestedMap(dict):
             {k: v.transform(fn) if isinstance(v, NestedMap) else fn(v) for k, v in self.items()}
         )
 
-    def to(self, device: torch.device | str) -> NestedMap:
-        """Moves every tensor leaf to ``device``."""
-        return self.transform(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> NestedMap:
+        """Moves every tensor leaf to ``device`` (``non_blocking`` from pinned memory)."""
+        return self.transform(
+            lambda v: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        )

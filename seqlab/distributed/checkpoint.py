@@ -30,14 +30,13 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
+from seqlab.core.atomic_files import fsync_dir, write_atomic
 from seqlab.core.file_hash import sha256_of
 from seqlab.distributed.optimizer_state import optimizer_state_by_index
 from seqlab.distributed.process_group import World, barrier, broadcast_object, gather_objects
 from seqlab.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    _fsync_dir,
-    _write_atomic,
     decode_checkpoint,
     encode_checkpoint,
     prune_checkpoints,
@@ -162,17 +161,17 @@ def save_sharded_checkpoint(
         hashes = gather_objects(own, world)
         if world.is_main:
             payload = {"format_version": FORMAT_VERSION, "step": step, **extra}
-            _write_atomic(tmp / EXTRA_FILE, encode_checkpoint(payload))
+            write_atomic(tmp / EXTRA_FILE, encode_checkpoint(payload))
             files = {name: digest for rank_files in hashes for name, digest in rank_files.items()}
             files[EXTRA_FILE] = sha256_of(tmp / EXTRA_FILE)
             files[METADATA_FILE] = sha256_of(tmp / METADATA_FILE)
             manifest = {"step": step, "world_size": world.world_size, "files": files}
-            _write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
+            write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
             if final.exists():  # the same step saved before a crash; replaced by this one
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(directory)
-            _write_atomic(directory / "latest", (final.name + "\n").encode())
+            fsync_dir(directory)
+            write_atomic(directory / "latest", (final.name + "\n").encode())
     except OSError as e:
         if world.is_main:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -3,69 +3,26 @@ trainer needs (all no-ops in a single process)."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from seqlab.distributed.config import DistributedConfig
+from seqlab.train.device import CPU
+from seqlab.train.parallelism_config import ParallelismConfig
+from seqlab.train.world import World, world_from_env
 
 
-@dataclasses.dataclass(frozen=True)
-class World:
-    """This process's place in the job, as torchrun describes it in the environment."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes files and summaries and prints progress."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={text!r} is not an integer") from None
-
-
-def world_from_env() -> World:
-    """The World from torchrun's RANK, WORLD_SIZE and LOCAL_RANK (one process if unset)."""
-    world = World(
-        rank=_env_int("RANK", 0),
-        world_size=_env_int("WORLD_SIZE", 1),
-        local_rank=_env_int("LOCAL_RANK", 0),
-    )
-    if world.world_size < 1 or not 0 <= world.rank < world.world_size:
-        raise ValueError(
-            f"RANK={world.rank} WORLD_SIZE={world.world_size}: need 0 <= RANK < WORLD_SIZE"
-        )
-    return world
-
-
-def _backend(config: DistributedConfig) -> str:
+def _backend(config: ParallelismConfig, device: torch.device) -> str:
     if config.backend != "auto":
         return config.backend
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
-def init_process_group(config: DistributedConfig) -> World:
-    """Joins the job's process group (once); returns this process's World.
+def init_process_group(config: ParallelismConfig, device: torch.device = CPU) -> World:
+    """Joins the job's process group (once; NCCL for CUDA ``device``, else gloo); returns this
+    process's World.
 
     The group's timeout bounds every collective, so a rank that hangs (rather than dies, which
     torchrun notices by itself) fails the job after ``config.timeout_seconds``.
@@ -74,7 +31,7 @@ def init_process_group(config: DistributedConfig) -> World:
     world = world_from_env()
     if world.is_distributed and not dist.is_initialized():
         dist.init_process_group(
-            backend=_backend(config),
+            backend=_backend(config, device),
             timeout=datetime.timedelta(seconds=config.timeout_seconds),
         )
     return world
@@ -109,20 +66,6 @@ def gather_objects(value: Any, world: World) -> list[Any]:
     out: list[Any] = [None] * world.world_size
     dist.all_gather_object(out, value)
     return out
-
-
-@contextlib.contextmanager
-def main_first(world: World) -> Iterator[None]:
-    """Runs the body on rank 0, then on the other ranks.
-
-    For work that fills shared caches (corpus preparation, tokenizer training): the other
-    ranks then find the files made instead of racing to write them.
-    """
-    if not world.is_main:
-        barrier(world)
-    yield
-    if world.is_main:
-        barrier(world)
 
 
 def destroy_process_group() -> None:

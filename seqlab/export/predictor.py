@@ -11,9 +11,10 @@ from seqlab.data.multi_task_data import MultiTaskData, UnknownTaskError
 from seqlab.export.input_limits import InputTooLargeError, add_eos_within_limit, check_batch_size
 from seqlab.export.input_text import check_plain_text
 from seqlab.layers.packed_linear import pack_linear_layers
-from seqlab.quant.ptq import check_quantize_mode, quantize_int8
+from seqlab.quant.ptq import check_int8_device, check_quantize_mode, quantize_int8
 from seqlab.train.checkpoint import load_latest_checkpoint
 from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.device import resolve_device
 from seqlab.train.ema import model_state
 from seqlab.train.run_context import RunContext, build_context, read_logdir_config
 
@@ -60,6 +61,7 @@ class Predictor:
         use_ema: bool | None = None,
         quantize: str = "none",
         pack_linear: bool = True,
+        device: str | torch.device = "cpu",
     ) -> Predictor:
         """Builds the task of ``logdir`` and loads its newest checkpoint that verifies.
 
@@ -67,10 +69,16 @@ class Predictor:
         ``trainer.use_ema_for_eval`` says). ``quantize="int8"`` decodes with dynamic int8
         Linear layers (``seqlab.quant.ptq``). ``pack_linear`` prepacks the float Linear
         layers for oneDNN (``pack_linear_layers``: the same outputs, faster decoding; off
-        for a task that is to be exported). The loaded file is ``checkpoint_path``.
+        for a task that is to be exported). ``device``: cpu, cuda, cuda:N or auto (int8 is
+        CPU-only). The loaded file is ``checkpoint_path``.
         """
+        target = (
+            device if isinstance(device, torch.device) else resolve_device(device, name="device")
+        )
+        check_quantize_mode(quantize)
+        check_int8_device(quantize, target)
         config = read_logdir_config(logdir)
-        context = build_context(config, logdir, train_tokenizer=False)
+        context = build_context(config, logdir, train_tokenizer=False, device=target)
         found = load_latest_checkpoint(context.checkpoint_dir)
         if found is None:
             raise FileNotFoundError(f"no usable checkpoint in {context.checkpoint_dir}")
@@ -79,7 +87,6 @@ class Predictor:
         path, payload = found
         weights = model_state(payload, path, use_ema)
         load_model_state(context.task, weights, path, payload.get("config"))
-        check_quantize_mode(quantize)
         if quantize == "int8":
             context.task = quantize_int8(context.task)
         if pack_linear:
@@ -108,7 +115,7 @@ class Predictor:
             # Inputs other than translation sources (LM prompts, a user's task) are made by
             # the task's own data: raw texts -> examples that its collate() batches.
             examples = data.examples_from_texts(list(texts))
-            batch = data.collate(examples, list(range(len(texts))))
+            batch = data.collate(examples, list(range(len(texts)))).to(self.context.device)
             task = self.context.task
             return [r["hypothesis"] for r in task.process_decode_out(batch, task.decode(batch))]
         ids = data.tokenizer.encode_batch(texts)
@@ -121,7 +128,7 @@ class Predictor:
         )
         if self.task:
             examples = data.task_examples(self.task, examples)
-        batch = data.collate(examples, list(range(len(texts))))
+        batch = data.collate(examples, list(range(len(texts)))).to(self.context.device)
         task = self.context.task
         results = task.process_decode_out(batch, task.decode(batch))
         return [r["hypothesis"] for r in results]
@@ -152,6 +159,6 @@ class Predictor:
         names = [str(p) for p in audio_paths]
         batch = batch_from_waveforms(
             waveforms, [[] for _ in names], names, names, list(range(len(names))), rate
-        )
+        ).to(self.context.device)
         task = self.context.task
         return [r["hypothesis"] for r in task.process_decode_out(batch, task.decode(batch))]

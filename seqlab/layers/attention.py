@@ -201,16 +201,22 @@ class MultiHeadAttention(Layer):
 
         ``mask`` is from ``_attention_mask``; a causal mask alone is passed as ``causal``.
         """
+        dropout_prob, is_causal = self._dropout_prob(), causal and mask is None
+        if not torch.is_autocast_enabled("cpu"):
+            # CUDA autocast keeps the half-precision inputs, which its fused kernels want.
+            return F.scaled_dot_product_attention(
+                q, key, value, attn_mask=mask, dropout_p=dropout_prob, is_causal=is_causal
+            )
         # The CPU flash-attention kernel is several times slower in bfloat16 than in float32
-        # (its backward above all), so under autocast the attention itself runs in float32.
+        # (its backward above all), so under CPU autocast the attention runs in float32.
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(
                 q.float(),
                 key.float(),
                 value.float(),
                 attn_mask=mask,
-                dropout_p=self._dropout_prob(),
-                is_causal=causal and mask is None,
+                dropout_p=dropout_prob,
+                is_causal=is_causal,
             )
         return out.to(q.dtype)
 

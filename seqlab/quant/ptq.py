@@ -29,6 +29,7 @@ from torch import nn
 from seqlab.layers.embedding import TokenEmbedding
 from seqlab.quant.int8_logits_embedding import Int8LogitsTokenEmbedding
 from seqlab.quant.qat import strip_fake_quantization
+from seqlab.train.device import DeviceError
 
 QUANTIZE_MODES = ("none", "int8")
 # Layers that read their projections' ``.weight`` (LSTM cells, for the state's dtype), which a
@@ -39,6 +40,15 @@ _READS_LINEAR_WEIGHTS = ("LSTMCell",)
 def check_quantize_mode(mode: str) -> None:
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {mode!r}")
+
+
+def check_int8_device(mode: str, device: torch.device) -> None:
+    """Refuses int8 on a device other than the CPU: its dynamic int8 kernels are CPU-only."""
+    if mode == "int8" and device.type != "cpu":
+        raise DeviceError(
+            f"--quantize int8 runs on the CPU only (dynamic int8 kernels), not on {device}; "
+            "use --device cpu"
+        )
 
 
 def quantize_int8(model: nn.Module, exportable: bool = False) -> nn.Module:
@@ -55,6 +65,9 @@ def quantize_int8(model: nn.Module, exportable: bool = False) -> nn.Module:
       exportable: produce layers that ``torch.export`` can trace (torchao) rather than the
         fastest eager ones (torch.ao).
     """
+    first = next(model.parameters(), None)
+    if first is not None:
+        check_int8_device("int8", first.device)
     model = folded_copy(model)
     names = _quantizable_linears(model)
     if exportable:

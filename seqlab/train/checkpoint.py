@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from seqlab.core.atomic_files import write_atomic
+
 MAGIC = b"SEQLAB-CKPT-1\n"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.(?:pt|dcp)$")
@@ -56,28 +58,6 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _TEMPORARY = re.compile(r"^\.ckpt-\d+\.(?:pt|dcp)\.tmp-(\d+)$")
@@ -146,8 +126,8 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     try:
         directory.mkdir(parents=True, exist_ok=True)
         aside = _keep_aside(path)
-        _write_atomic(path, encoded)
-        _write_atomic(directory / "latest", (path.name + "\n").encode())
+        write_atomic(path, encoded)
+        write_atomic(directory / "latest", (path.name + "\n").encode())
     except OSError as e:
         # Reported as not saved: leave the directory as it was.
         with contextlib.suppress(OSError):

@@ -39,7 +39,7 @@ def decode_dataset(
     start = time.time()
     with tqdm(total=total, desc=f"decode {dataset}", unit="sent", disable=not show_progress) as bar:
         for indices in batches:
-            batch = data.collate(examples, indices)
+            batch = data.collate(examples, indices).to(context.device)
             out = task.decode(batch)
             for index, result in zip(indices, task.process_decode_out(batch, out), strict=True):
                 results[index] = result

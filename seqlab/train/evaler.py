@@ -24,7 +24,7 @@ def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> d
     for indices in tqdm(
         data.eval_batches(examples), desc=f"eval {dataset}", leave=False, disable=not show_progress
     ):
-        batch = data.collate(examples, indices)
+        batch = data.collate(examples, indices).to(context.device)
         predictions = task.compute_predictions(batch)
         _, metrics = task.compute_loss(batch, predictions)
         accumulator.add(metrics)

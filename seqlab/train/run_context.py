@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqlab.core.config import Config
-from seqlab.core.registry import get_experiment
 from seqlab.data.sentencepiece_tokenizer import copy_model
 from seqlab.models.base import Task
 from seqlab.quant.qat import build_task
+from seqlab.train.device import CPU
 from seqlab.train.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class LogdirError(FileNotFoundError):
     """A logdir lacks what a runner needs; the message says which command makes it."""
 
 
-@dataclass
+@dataclasses.dataclass
 class RunContext:
     """The pieces of a run shared by the trainer, evaler, decoder and predictor."""
 
@@ -36,21 +36,25 @@ class RunContext:
     logdir: Path
     data: Any
     task: Task
+    device: torch.device = CPU
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.logdir / "checkpoints"
 
 
-def write_config_files(config: ExperimentConfig, logdir: Path) -> None:
-    """Writes config.txt, config_diff.txt (against the registered preset) and config.json."""
+def write_config_files(
+    config: ExperimentConfig, logdir: Path, preset: ExperimentConfig | None = None
+) -> None:
+    """Writes config.txt and config.json, and config_diff.txt against ``preset`` (the
+    registered experiment the config came from) when there is one."""
     logdir.mkdir(parents=True, exist_ok=True)
-    preset = get_experiment(config.name)
     files = {
         "config.txt": config.to_text(),
-        "config_diff.txt": config.diff(preset) or "# identical to the registered preset\n",
         CONFIG_JSON: json.dumps(config.to_dict(), indent=1, sort_keys=True) + "\n",
     }
+    if preset is not None:
+        files["config_diff.txt"] = config.diff(preset) or "# identical to the registered preset\n"
     for name, text in files.items():
         tmp = logdir / f".{name}.tmp"
         tmp.write_text(text)
@@ -70,10 +74,17 @@ def read_logdir_config(logdir: Path) -> ExperimentConfig:
     return config
 
 
-def build_context(config: ExperimentConfig, logdir: Path, train_tokenizer: bool) -> RunContext:
-    """Seeds torch, prepares the data and tokenizer, and builds the task.
+def build_context(
+    config: ExperimentConfig,
+    logdir: Path,
+    train_tokenizer: bool,
+    device: torch.device = CPU,
+) -> RunContext:
+    """Seeds torch, prepares the data and tokenizer, and builds the task on ``device``.
 
     The tokenizer is kept in the logdir (``spm.model``) so that a logdir is self-contained.
+    The weights are initialized on the CPU, whatever the device, so that a seed gives the same
+    model everywhere.
     """
     if config.trainer.num_threads > 0:
         torch.set_num_threads(config.trainer.num_threads)
@@ -90,4 +101,5 @@ def build_context(config: ExperimentConfig, logdir: Path, train_tokenizer: bool)
         raise LogdirError(f"{tokenizer_path} not found; train in {logdir} first")
     task = build_task(config.task, config.quant)
     task.bind_data(data)
-    return RunContext(config=config, logdir=logdir, data=data, task=task)
+    task.to(device)
+    return RunContext(config=config, logdir=logdir, data=data, task=task, device=device)

@@ -1,4 +1,12 @@
-"""The trainer: optimizes a task, checkpoints, and evaluates and decodes at intervals.
+"""The trainer: the one training loop, for one process and for every process of a torchrun job.
+
+It optimizes a task on ``trainer.device``, accumulates gradients over
+``trainer.grad_accum_steps`` batches, checkpoints, and evaluates and decodes at intervals.
+How parameters are replicated across processes is a strategy (seqlab.train.parallelism):
+``none`` in one process, DDP or FSDP2 under torchrun. Every rank runs the same loop over the
+same global batch stream and trains on its slice of each global batch; the loss of each
+slice is scaled by its share of the global batch's loss weight (e.g. target tokens), so the
+averaged gradient equals the one a single process computes on the whole batch.
 
 Killed at any moment and restarted with the same command, it resumes from the newest good
 checkpoint, including the position in the data stream and every random generator.
@@ -7,31 +15,31 @@ checkpoint, including the position in the data stream and every random generator
 from __future__ import annotations
 
 import contextlib
-import logging
+import copy
+import dataclasses
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from seqlab.core.config import ConfigError
+from seqlab.core.nested_map import NestedMap
 from seqlab.quant.qat import set_quantization_step
-from seqlab.train.checkpoint import (
-    CheckpointError,
-    IncompatibleCheckpointError,
-    list_checkpoints,
-    load_latest_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
-from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.batch_prefetcher import BatchPrefetcher
+from seqlab.train.checkpoint import CheckpointError, list_checkpoints
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
+from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
+from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
 from seqlab.train.run_context import (
     TOKENIZER_FILE,
     RunContext,
@@ -41,66 +49,130 @@ from seqlab.train.run_context import (
 from seqlab.train.summaries import Summaries
 from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
+from seqlab.train.world import world_from_env
 
-log = logging.getLogger(__name__)
-
-
-def autocast(mixed_precision: str) -> contextlib.AbstractContextManager:
-    """CPU autocast for ``mixed_precision`` ("none" or "bfloat16")."""
-    if mixed_precision == "none":
-        return contextlib.nullcontext()
-    if mixed_precision == "bfloat16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    raise ValueError(f"trainer.mixed_precision {mixed_precision!r}; expected none or bfloat16")
+GRAD_SCALER_CHECKPOINT_KEY = "grad_scaler"
 
 
 class TrainingDivergedError(RuntimeError):
     """A NaN or infinite loss or gradient; the message names the step and the culprits."""
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+def rng_state(device: torch.device = CPU) -> dict[str, Any]:
+    """Every random generator a step draws from (the CUDA one on a CUDA device)."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device = CPU) -> None:
+    """Restores ``rng_state``'s generators; a CUDA state is used only on a CUDA device."""
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), None))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@dataclasses.dataclass
+class MicroBatch:
+    """This rank's slice of one global batch, collated, with the stream position after it."""
+
+    global_indices: list[int]
+    batch: NestedMap
+    # Real (unpadded) tokens of this rank's slice; 0 for a rank without examples.
+    tokens: float
+    has_examples: bool
+    stream_state: dict[str, Any]
+    epoch: int
+
+
+def batch_tokens(batch: NestedMap) -> float:
+    """Real (unpadded) tokens of a collated batch: its own count (e.g. speech frames plus
+    transcript tokens) if it has one, else source plus target tokens."""
+    if "num_tokens" in batch:
+        return float(batch.num_tokens)
+    return float((1.0 - batch.src_paddings).sum() + (1.0 - batch.tgt_paddings).sum())
+
+
+class _UnwrittenSummaries(Summaries):
+    """The summaries of ranks other than 0: every rank computes them, rank 0 writes them."""
+
+    def scalars(self, job: str, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def alignment(self, job: str, step: int, probs: torch.Tensor, tag: str = "attention") -> None:
+        pass
 
 
 class Trainer:
-    """Runs the training loop of one experiment in one logdir."""
+    """Runs the training loop of one experiment in one logdir, in this process.
 
-    # Only one process of a multi-process run writes config files, summaries and progress.
-    is_main_process: bool = True
+    ``config`` may be any ExperimentConfig, registered or built in Python; ``preset`` (the
+    registered config it was derived from) only adds config_diff.txt to the logdir.
+    """
 
-    def __init__(self, config: ExperimentConfig, logdir: Path, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        logdir: Path,
+        show_progress: bool = True,
+        preset: ExperimentConfig | None = None,
+    ) -> None:
+        tc = config.trainer
+        if tc.grad_accum_steps < 1:
+            raise ConfigError(f"trainer.grad_accum_steps must be >= 1, got {tc.grad_accum_steps}")
+        # Settings the machine cannot honour are refused before any data is prepared.
+        world = world_from_env()
+        self.device = resolve_device(tc.device, world)
+        check_mixed_precision(tc.mixed_precision, self.device)
+        if tc.prefetch_batches < 0:
+            raise ConfigError(f"trainer.prefetch_batches must be >= 0, got {tc.prefetch_batches}")
+        use_device(self.device, tc.allow_tf32)
+        self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
+        self.parallel.check(config)
+        self.world = world
+        self.is_main_process = world.is_main
         self.config = config
+        self.preset = preset
         self.logdir = logdir
-        self.show_progress = show_progress
-        self.context: RunContext = build_context(config, logdir, train_tokenizer=True)
-        if self.is_main_process and not list_checkpoints(self.context.checkpoint_dir):
+        self.show_progress = show_progress and world.is_main
+        # Rank 0 first prepares the corpus and tokenizer in the shared caches.
+        with self.parallel.main_first():
+            self.context: RunContext = build_context(
+                config, logdir, train_tokenizer=True, device=self.device
+            )
+        if world.is_main and not list_checkpoints(self.context.checkpoint_dir):
             # A resuming run rewrites them in train(), once its checkpoint is known to fit.
-            write_config_files(config, logdir)
+            write_config_files(config, logdir, preset)
+        if not world.is_main:
+            # Same initial weights everywhere (seeded above); different dropout per rank.
+            torch.manual_seed(config.seed + world.rank)
         self.task = self.context.task
         self.data = self.context.data
         self.examples = self.data.examples("train")
         self.stream = self.data.train_stream(self.examples, config.seed)
-        tc = config.trainer
         self.schedule = LearningRateSchedule(tc.schedule, default_total_steps=tc.max_steps)
+        self.model = self.parallel.wrap(self.task)
         self._build_optimizer()
-        self.summaries = Summaries(logdir)
+        self.scaler = grad_scaler(tc.mixed_precision, self.device)
+        self.summaries = Summaries(logdir) if world.is_main else _UnwrittenSummaries(logdir)
         self.step = 0
         self.skipped_steps = 0
         # Wall seconds of training steps and their input so far, over all resumes.
         self.train_seconds = 0.0
         self._saved_step: int | None = None
         self._stop_requested = False
+        # The stream position after the last batch trained on (batches made ahead excluded).
+        self._stream_state: dict[str, Any] = copy.deepcopy(self.stream.state_dict())
+        self._epoch = 0
+        self._batches: BatchPrefetcher[MicroBatch] | None = None
         # Seconds spent getting batches (next indices, collating) since the last log line.
         self.data_wait_seconds = 0.0
 
     def _build_optimizer(self) -> None:
-        """Sets ``params`` and ``optimizer`` over the task's trainable parameters (again after
-        wrapping, which may replace them)."""
+        """Sets ``params`` and ``optimizer`` over the task's trainable parameters (after
+        wrapping, which may replace them by shards)."""
         tc = self.config.trainer
         named_params = [(n, p) for n, p in self.task.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named_params]
@@ -111,27 +183,38 @@ class Trainer:
             raise ValueError("trainer.use_ema_for_eval needs trainer.ema.decay > 0")
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def _payload(self) -> dict[str, Any]:
-        payload = {
+    def _extra_state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds besides the model and optimizer tensors."""
+        extra = {
             "config": self.config.to_dict(),
-            "model": self.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "data_stream": self.stream.state_dict(),
-            "rng": rng_state(),
+            "data_stream": copy.deepcopy(self._stream_state),
+            "rng": rng_state(self.device),
             "skipped_steps": self.skipped_steps,
             "train_seconds": self.train_seconds,
         }
+        if self.world.is_distributed:
+            extra.update(
+                rank_rngs=self.parallel.gather_objects(rng_state(self.device)),
+                world_size=self.world.world_size,
+            )
         if self.ema.enabled:
-            payload[EMA_CHECKPOINT_KEY] = self.ema.state_dict()
+            extra[EMA_CHECKPOINT_KEY] = self.ema.state_dict()
         if self.config.trainer.weight_noise.std > 0:
-            payload[WEIGHT_NOISE_CHECKPOINT_KEY] = self.weight_noise.state_dict()
-        return payload
+            extra[WEIGHT_NOISE_CHECKPOINT_KEY] = self.weight_noise.state_dict()
+        if self.scaler.is_enabled():
+            extra[GRAD_SCALER_CHECKPOINT_KEY] = self.scaler.state_dict()
+        return extra
 
     def save(self) -> Path:
         tc = self.config.trainer
         try:
-            path = save_checkpoint(
-                self.context.checkpoint_dir, self.step, self._payload(), tc.keep_checkpoints
+            path = self.parallel.save(
+                self.context.checkpoint_dir,
+                self.step,
+                self.task,
+                self.optimizer,
+                to_cpu(self._extra_state()),
+                tc.keep_checkpoints,
             )
         except CheckpointError as e:
             raise CheckpointError(
@@ -143,37 +226,29 @@ class Trainer:
 
     def restore(self) -> bool:
         """Restores the newest good checkpoint, if any; returns whether one was found."""
-        for path in remove_stale_temporaries(self.context.checkpoint_dir):
-            tqdm.write(f"[seqlab] removed {path}, left half-written by an interrupted save")
-        found = load_latest_checkpoint(self.context.checkpoint_dir)
+        found = self.parallel.load(self.context.checkpoint_dir, self.task, self.optimizer)
         if found is None:
             return False
         path, payload = found
-        try:
-            load_model_state(self.task, payload.get("model"), path, payload.get("config"))
-        except IncompatibleCheckpointError as e:
-            # Older checkpoints are not tried: they come from the same run as this one.
-            raise IncompatibleCheckpointError(
-                f"{e}. Older checkpoints are not tried (they come from the same run): train "
-                f"this config in a new --logdir, or resume with the config of "
-                f"{self.logdir / 'config.txt'} (the logdir's checkpoints and config files are "
-                f"left as they were)"
-            ) from None
-        try:
-            self.optimizer.load_state_dict(payload["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise IncompatibleCheckpointError(
-                f"checkpoint {path}: its optimizer state does not fit trainer.optimizer ({e})"
-            ) from None
-        self.stream.load_state_dict(payload["data_stream"])
-        set_rng_state(payload["rng"])
         self._restore_average_and_noise(payload, path)
+        if self.scaler.is_enabled() and GRAD_SCALER_CHECKPOINT_KEY in payload:
+            self.scaler.load_state_dict(payload[GRAD_SCALER_CHECKPOINT_KEY])
+        self.stream.load_state_dict(payload["data_stream"])
+        self._stream_state = copy.deepcopy(self.stream.state_dict())
         self.step = int(payload["step"])
         self._saved_step = self.step
         self.skipped_steps = int(payload.get("skipped_steps", 0))
         self.train_seconds = float(payload.get("train_seconds", 0.0))
-        log.info("resumed from %s (step %d)", path, self.step)
-        tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
+        rank_rngs = payload.get("rank_rngs") or [payload["rng"]]
+        if len(rank_rngs) == self.world.world_size:
+            set_rng_state(rank_rngs[self.world.rank], self.device)
+        elif self.world.is_main:
+            set_rng_state(rank_rngs[0], self.device)
+        else:  # resharded to more ranks: fresh, distinct dropout streams
+            torch.manual_seed(self.config.seed + self.world.rank + 1_000_003 * self.step)
+        if self.world.is_main:
+            tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
+        self.parallel.barrier()
         return True
 
     def _restore_average_and_noise(self, payload: dict[str, Any], path: Path) -> None:
@@ -186,6 +261,29 @@ class Trainer:
             tqdm.write(f"[seqlab] {path} has no moving average; it starts from its weights")
         if WEIGHT_NOISE_CHECKPOINT_KEY in payload:
             self.weight_noise.load_state_dict(payload[WEIGHT_NOISE_CHECKPOINT_KEY])
+
+    # ---- input ------------------------------------------------------------------------------
+    def _micro_batch(self, global_indices: list[int]) -> MicroBatch:
+        """This rank's slice of ``global_indices``, collated (pinned for a CUDA copy).
+
+        A rank without examples (a global batch smaller than the world) still gets one,
+        weighted 0, so that every rank takes part in the same collectives.
+        """
+        local = self.parallel.local_indices(global_indices)
+        batch = self.data.collate(self.examples, local or list(global_indices[:1]))
+        if self.device.type == "cuda":
+            batch = batch.transform(lambda v: v.pin_memory() if isinstance(v, torch.Tensor) else v)
+        return MicroBatch(
+            global_indices=list(global_indices),
+            batch=batch,
+            tokens=batch_tokens(batch) if local else 0.0,
+            has_examples=bool(local),
+            stream_state=copy.deepcopy(self.stream.state_dict()),
+            epoch=int(self.stream.epoch),
+        )
+
+    def _next_micro_batch(self) -> MicroBatch:
+        return self._micro_batch(next(self.stream))
 
     # ---- one update ---------------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> str | None:
@@ -202,56 +300,112 @@ class Trainer:
             return f"gradient norm is {grad_norm.item()} (non-finite gradients in: {shown})"
         return None
 
-    def _collate(self, indices: list[int]) -> Any:
-        """The batch of ``indices``; the time it takes counts as waiting for data."""
-        start = time.perf_counter()
-        batch = self.data.collate(self.examples, indices)
-        self.data_wait_seconds += time.perf_counter() - start
-        return batch
+    def train_step(self, indices: list[int] | None = None) -> dict[str, float]:
+        """One optimizer update; returns its metrics (averaged over ranks and batches).
 
-    def train_step(self, indices: list[int]) -> dict[str, float]:
-        """One optimizer update on the examples ``indices``; returns its metrics."""
-        tc = self.config.trainer
-        batch = self._collate(indices)
+        The update trains on ``grad_accum_steps`` global batches, of which this rank trains
+        on its slice: ``indices`` and the next ones from the stream, or (``indices`` None,
+        inside ``train()``) the next ones the prefetcher made.
+        """
+        accum = self.config.trainer.grad_accum_steps
+        if indices is not None:
+            micro_batches = [self._micro_batch(indices)]
+            micro_batches += [self._next_micro_batch() for _ in range(accum - 1)]
+        else:
+            assert self._batches is not None, "train_step() without indices runs in train()"
+            micro_batches = [self._batches.next() for _ in range(accum)]
+        return self._update(micro_batches)
+
+    def _update(self, micro_batches: list[MicroBatch]) -> dict[str, float]:
         lr = self.schedule(self.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.task.train()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
         with self.weight_noise.applied(self.step):
-            with autocast(tc.mixed_precision):
-                predictions = self.task.compute_predictions(batch)
-                loss, metrics = self.task.compute_loss(batch, predictions)
-            problem = self._check_finite(loss, None)
+            problem, global_loss, sums = self._accumulate_gradients(micro_batches)
             grad_norm = None
             if problem is None:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                problem, grad_norm = self._clip_gradients(loss)
+                problem, grad_norm = self._clip_gradients(global_loss)
         self._apply_update(problem)
         self.step += 1
         set_quantization_step(self.task, self.step)
-        out = {name: value for name, (value, _) in metrics.items()}
+        self._stream_state = micro_batches[-1].stream_state
+        self._epoch = micro_batches[-1].epoch
+        names = sorted(sums)
+        reduced = self.parallel.all_reduce(torch.tensor([sums[n] for n in names]))
+        out = {
+            name: total / weight if weight > 0 else 0.0
+            for name, (total, weight) in zip(names, reduced.tolist(), strict=True)
+        }
         out.update(
             learning_rate=lr,
             grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-            # A batch may count its own tokens (speech: 10 ms frames plus transcript tokens).
-            tokens=float(batch.num_tokens)
-            if "num_tokens" in batch
-            else float(batch.src_paddings.numel() - batch.src_paddings.sum())
-            + float(batch.tgt_paddings.numel() - batch.tgt_paddings.sum()),
+            tokens=float(
+                self.parallel.all_reduce(
+                    torch.tensor(sum(m.tokens for m in micro_batches), dtype=torch.float64)
+                )
+            ),
             skipped_steps=float(self.skipped_steps),
             # Broken input lines the data reader skipped (speech manifests), 0 if none.
             skipped_examples=float(getattr(self.examples, "num_skipped", 0)),
         )
         return out
 
+    def _accumulate_gradients(
+        self, micro_batches: list[MicroBatch]
+    ) -> tuple[str | None, torch.Tensor, dict[str, list[float]]]:
+        """Forward and backward of this rank's slice of each global batch.
+
+        Returns:
+          (problem or None, the last batch's global loss, per metric this rank's
+          [sum of value * weight, sum of weight]).
+        """
+        tc = self.config.trainer
+        sums: dict[str, list[float]] = {}
+        problem, global_loss = None, torch.zeros((), dtype=torch.float64)
+        for number, micro in enumerate(micro_batches):
+            batch = micro.batch.to(self.device, non_blocking=True)
+            last = number == len(micro_batches) - 1
+            with self.parallel.gradient_sync(self.model, last):
+                with autocast(tc.mixed_precision, self.device):
+                    loss, metrics = self.model(batch)
+                names = sorted(metrics)
+                # One copy from the device for the loss and every metric with its weight.
+                numbers = torch.stack(
+                    [loss.detach().double()]
+                    + [
+                        torch.as_tensor(x, device=loss.device).detach().double()
+                        for name in names
+                        for x in metrics[name]
+                    ]
+                ).tolist()
+                weight = numbers[2 + 2 * names.index("loss")] if micro.has_examples else 0.0
+                local = torch.tensor([numbers[0] * weight, weight], dtype=torch.float64)
+                weighted_loss, total_weight = self.parallel.all_reduce(local).tolist()
+                global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
+                problem = problem or self._check_finite(global_loss, None)
+                # DDP and FSDP2 average gradients over ranks, hence the world size.
+                scale = weight / max(total_weight, 1e-12) * self.world.world_size
+                scale = 0.0 if problem else scale / len(micro_batches)
+                self.scaler.scale(loss * scale).backward()
+            for i, name in enumerate(names):
+                value, metric_weight = numbers[1 + 2 * i : 3 + 2 * i]
+                w = metric_weight if micro.has_examples else 0.0
+                total = sums.setdefault(name, [0.0, 0.0])
+                total[0] += value * w
+                total[1] += w
+        return problem, global_loss, sums
+
     def _gradient_norm(self) -> torch.Tensor:
         """The L2 norm of all gradients together."""
-        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return self.parallel.full_tensor(torch.nn.utils.get_total_norm(grads))
 
     def _clip_gradients(self, loss: torch.Tensor) -> tuple[str | None, torch.Tensor]:
         """Clips the gradients to ``clip_gradient_norm``; returns (problem, norm before)."""
         tc = self.config.trainer
+        self.scaler.unscale_(self.optimizer)
         grad_norm = self._gradient_norm()
         # Checked before clipping: scaling by max_norm / inf would turn every gradient
         # into 0 or NaN and hide which parameters were at fault.
@@ -261,9 +415,14 @@ class Trainer:
         return problem, grad_norm
 
     def _apply_update(self, problem: str | None) -> None:
-        """Steps the optimizer, or handles ``problem`` by trainer.nan_policy."""
+        """Steps the optimizer, or handles ``problem`` by trainer.nan_policy.
+
+        With float16's loss scaler, an overflowing gradient is expected now and then: the
+        scaler skips that update and lowers its scale, whatever the policy.
+        """
         tc = self.config.trainer
-        if problem is not None:
+        overflow = self.scaler.is_enabled() and problem is not None and "gradient" in problem
+        if problem is not None and not overflow:
             if tc.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
@@ -274,50 +433,80 @@ class Trainer:
                     f"(set trainer.nan_policy=skip to skip such steps)"
                 )
         else:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped by the scaler on an overflow
+            self.scaler.update()
         self.ema.update(self.step + 1)
 
     # ---- eval and decode ----------------------------------------------------------------------
-    def _eval_weights(self) -> tuple[contextlib.AbstractContextManager, str]:
-        """(context in which the task holds the weights to evaluate, job-name suffix)."""
+    def _on_evaluation_task(self, run: Callable[[RunContext, str], None]) -> None:
+        """Runs ``run(context, job suffix)`` on rank 0 with the weights to evaluate (the
+        moving average if asked for; a full replica under FSDP2) while other ranks wait."""
+        weights: contextlib.AbstractContextManager = contextlib.nullcontext()
+        suffix = ""
         if self.config.trainer.use_ema_for_eval:
-            return self.ema.swapped_in(), EMA_JOB_SUFFIX
-        return contextlib.nullcontext(), ""
+            weights, suffix = self.ema.swapped_in(), EMA_JOB_SUFFIX
+        with weights, self.parallel.evaluation_task(self.task, self.config) as task:
+            if task is not None:
+                run(dataclasses.replace(self.context, task=task), suffix)
 
     def run_evals(self) -> None:
-        weights, suffix = self._eval_weights()
-        with weights:
+        def run(context: RunContext, suffix: str) -> None:
             for dataset in self.config.trainer.eval_datasets:
-                metrics = evaluate(self.context, dataset, show_progress=self.show_progress)
+                metrics = evaluate(context, dataset, show_progress=self.show_progress)
                 self.summaries.scalars(f"eval_{dataset}{suffix}", self.step, metrics)
                 tqdm.write(f"[seqlab] step {self.step} eval {dataset}{suffix}: " + _fmt(metrics))
 
+        self._on_evaluation_task(run)
+
     def run_decodes(self) -> None:
         tc = self.config.trainer
-        weights, suffix = self._eval_weights()
-        with weights:
+
+        def run(context: RunContext, suffix: str) -> None:
             for dataset in tc.decode_datasets:
                 results, metrics = decode_dataset(
-                    self.context, dataset, limit=tc.decode_limit, show_progress=self.show_progress
+                    context, dataset, limit=tc.decode_limit, show_progress=self.show_progress
                 )
                 job = f"decode_{dataset}{suffix}"
                 write_decode_outputs(self.logdir / job, self.step, results, metrics)
                 self.summaries.scalars(job, self.step, metrics)
-                alignment = getattr(self.task, "alignment", None)
+                alignment = getattr(context.task, "alignment", None)
                 if alignment is not None:
                     examples = self.data.examples(dataset)
-                    probs = alignment(self.data.collate(examples, [0]))
-                    self.summaries.alignment(job, self.step, probs)
+                    batch = self.data.collate(examples, [0]).to(self.device)
+                    self.summaries.alignment(job, self.step, alignment(batch))
                 tqdm.write(f"[seqlab] step {self.step} decode {dataset}{suffix}: " + _fmt(metrics))
+
+        self._on_evaluation_task(run)
 
     # ---- the loop ---------------------------------------------------------------------------
     def _agree_on_saving(self, due_by_time: bool) -> bool:
-        """Whether to save now by the clock; several processes must all agree (and on a stop)."""
-        return due_by_time
+        """Every rank saves, and stops on a signal, at the same step, if any rank wants to."""
+        flags = torch.tensor([float(self._stop_requested), float(due_by_time)])
+        self.parallel.all_reduce(flags, op="max")
+        self._stop_requested = bool(flags[0])
+        return bool(flags[1])
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
         tqdm.write(f"[seqlab] signal {signum}: saving a checkpoint after this step, then exiting")
+
+    def _log(self, metrics: dict[str, float], bar: Any, elapsed: float, tokens: float) -> None:
+        tc = self.config.trainer
+        metrics["tokens_per_second"] = tokens / elapsed
+        metrics["steps_per_second"] = tc.log_every_steps / elapsed
+        metrics["epoch"] = float(self._epoch)
+        # The input pipeline must never be the bottleneck (docs/benchmarks.md).
+        metrics["data_wait_seconds"] = self.data_wait_seconds
+        metrics["data_wait_fraction"] = min(self.data_wait_seconds / elapsed, 1.0)
+        metrics["train_seconds"] = self.train_seconds
+        self.summaries.scalars("train", self.step, metrics)
+        bar.set_postfix(
+            loss=f"{metrics['loss']:.3f}",
+            lr=f"{metrics['learning_rate']:.2e}",
+            tok_s=f"{metrics['tokens_per_second']:.0f}",
+            data_wait=f"{metrics['data_wait_fraction']:.1%}",
+            epoch=self._epoch,
+        )
 
     def train(self) -> int:
         """Trains to ``max_steps``; returns the final step."""
@@ -326,10 +515,10 @@ class Trainer:
             summary = warm_start(self.task, tc.init_from_checkpoint, self.logdir / TOKENIZER_FILE)
             if self.ema.enabled:
                 self.ema.reset()
-            if self.is_main_process:
+            if self.world.is_main:
                 tqdm.write(f"[seqlab] {summary}")
-        if self.is_main_process:
-            write_config_files(self.config, self.logdir)
+        if self.world.is_main:
+            write_config_files(self.config, self.logdir, self.preset)
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }
@@ -347,13 +536,14 @@ class Trainer:
             disable=not self.show_progress,
             dynamic_ncols=True,
         )
+        self._batches = BatchPrefetcher(self._next_micro_batch, tc.prefetch_batches)
         try:
             while self.step < tc.max_steps and not self._stop_requested:
-                fetch_start = time.perf_counter()
-                indices = next(self.stream)
-                self.data_wait_seconds += time.perf_counter() - fetch_start
-                metrics = self.train_step(indices)
-                self.train_seconds += time.perf_counter() - fetch_start
+                step_start = time.perf_counter()
+                waited = self._batches.wait_seconds
+                metrics = self.train_step()
+                self.data_wait_seconds += self._batches.wait_seconds - waited
+                self.train_seconds += time.perf_counter() - step_start
                 if 0 < tc.max_train_seconds <= self.train_seconds and not self._stop_requested:
                     self._stop_requested = True
                     tqdm.write(
@@ -365,21 +555,7 @@ class Trainer:
                 bar.update(1)
                 if self.step % tc.log_every_steps == 0 or self.step == tc.max_steps:
                     elapsed = max(time.time() - window_start, 1e-9)
-                    metrics["tokens_per_second"] = window_tokens / elapsed
-                    metrics["steps_per_second"] = tc.log_every_steps / elapsed
-                    metrics["epoch"] = float(self.stream.epoch)
-                    # The input pipeline must never be the bottleneck (docs/benchmarks.md).
-                    metrics["data_wait_seconds"] = self.data_wait_seconds
-                    metrics["data_wait_fraction"] = min(self.data_wait_seconds / elapsed, 1.0)
-                    metrics["train_seconds"] = self.train_seconds
-                    self.summaries.scalars("train", self.step, metrics)
-                    bar.set_postfix(
-                        loss=f"{metrics['loss']:.3f}",
-                        lr=f"{metrics['learning_rate']:.2e}",
-                        tok_s=f"{metrics['tokens_per_second']:.0f}",
-                        data_wait=f"{metrics['data_wait_fraction']:.1%}",
-                        epoch=self.stream.epoch,
-                    )
+                    self._log(metrics, bar, elapsed, window_tokens)
                     window_tokens, window_start = 0.0, time.time()
                     self.data_wait_seconds = 0.0
                 due_steps = (
@@ -398,6 +574,10 @@ class Trainer:
             if self._saved_step != self.step:
                 self.save()
         finally:
+            self._batches.close()
+            self._batches = None
+            # Batches made ahead are dropped: the stream continues after the last one trained on.
+            self.stream.load_state_dict(copy.deepcopy(self._stream_state))
             bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)

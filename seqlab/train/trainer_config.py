@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from seqlab.core.config import Config, param
-from seqlab.distributed.config import DistributedConfig
 from seqlab.train.ema import ExponentialMovingAverage
 from seqlab.train.optim import Adam, LearningRateSchedule, Optimizer
+from seqlab.train.parallelism_config import ParallelismConfig
 from seqlab.train.weight_noise import WeightNoise
 
 
@@ -50,14 +50,32 @@ class TrainerConfig(Config):
     eval_datasets: tuple[str, ...] = param(("dev",), doc="Splits evaluated during training.")
     decode_datasets: tuple[str, ...] = param(("dev",), doc="Splits decoded during training.")
     decode_limit: int = param(0, doc="Decode only the first N examples in-training (0 = all).")
+    device: str = param(
+        "auto",
+        doc="Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Under "
+        "torchrun each process takes cuda:LOCAL_RANK.",
+    )
     mixed_precision: str = param(
-        "none", doc="Autocast dtype for forward/backward: none or bfloat16 (weights stay fp32)."
+        "none",
+        doc="Autocast dtype for forward/backward: none, bfloat16 (CPU and CUDA) or float16 "
+        "(CUDA, with a loss scaler); weights stay float32.",
+    )
+    allow_tf32: bool = param(
+        False,
+        doc="CUDA: float32 matrix multiplies and convolutions in TF32 (faster, 10-bit "
+        "mantissa inputs). No effect on CPU.",
+    )
+    prefetch_batches: int = param(
+        2,
+        doc="Batches collated ahead on a background thread (pinned for CUDA copies); 0 "
+        "collates on the training thread.",
     )
     num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
     nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")
     grad_accum_steps: int = param(
         1, doc="Batches (of data.max_tokens each) whose gradients make one optimizer update."
     )
-    distributed: DistributedConfig = param(
-        DistributedConfig(), doc="Multi-process training under torchrun (DDP or FSDP2)."
+    distributed: ParallelismConfig = param(
+        ParallelismConfig(),
+        doc="Parallelism strategy (none, DDP or FSDP2) and the torchrun process group.",
     )

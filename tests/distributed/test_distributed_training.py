@@ -23,7 +23,6 @@ from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.distributed.checkpoint import read_sharded_checkpoint, sharded_checkpoint_path
 from seqlab.distributed.launch import torchrun_command
-from seqlab.distributed.trainer import DistributedTrainer
 from seqlab.train.checkpoint import checkpoint_path, load_checkpoint
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.run_context import build_context
@@ -199,7 +198,7 @@ def test_gradient_accumulation_trains_on_k_batches_per_update(
 ) -> None:
     config = make_config(cache_dir, max_steps=3)
     config.apply_overrides(["trainer.grad_accum_steps=2", "trainer.checkpoint_every_steps=0"])
-    trainer = DistributedTrainer(config, tmp_path, show_progress=False)
+    trainer = Trainer(config, tmp_path, show_progress=False)
     untrained = copy.deepcopy(trainer.task)
     first, second = next(trainer.stream), next(trainer.stream)
     trainer.stream.load_state_dict({"epoch": 0, "index": 0})

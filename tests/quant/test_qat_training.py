@@ -43,7 +43,8 @@ def test_qat_run_trains_checkpoints_and_decodes_int8(bible_cache_dir: Path, tmp_
             "quant.schedule.quant_start_step=6",
         ]
     )
-    trainer = Trainer(config, tmp_path, show_progress=False)
+    preset = get_experiment("mt.bible_en_es.transformer_tiny")
+    trainer = Trainer(config, tmp_path, show_progress=False, preset=preset)
     layers = [m for m in trainer.task.modules() if isinstance(m, FakeQuantizedLinear)]
     assert layers and all(int(m.step) == 0 for m in layers)
     trainer.train()

@@ -53,7 +53,7 @@ def train_until_crash() -> Callable[[Trainer, int], None]:
     def run(trainer: Trainer, step: int) -> None:
         original_step = trainer.train_step
 
-        def step_then_maybe_crash(indices: list[int]) -> dict[str, float]:
+        def step_then_maybe_crash(indices: list[int] | None = None) -> dict[str, float]:
             out = original_step(indices)
             if trainer.step == step:
                 raise Interrupt

@@ -22,7 +22,7 @@ STEPS = 3
 DELAY_S = 0.3
 
 
-def make_trainer(cache_dir: Path, logdir: Path) -> Trainer:
+def make_trainer(cache_dir: Path, logdir: Path, prefetch: int = 2) -> Trainer:
     config = get_experiment("mt.bible_en_es.transformer_tiny")
     config.apply_overrides(
         [
@@ -34,6 +34,7 @@ def make_trainer(cache_dir: Path, logdir: Path) -> Trainer:
             "trainer.eval_every_steps=0",
             "trainer.decode_every_steps=0",
             "trainer.log_every_steps=1",
+            f"trainer.prefetch_batches={prefetch}",
         ]
     )
     return Trainer(config, logdir, show_progress=False)
@@ -45,8 +46,7 @@ def scalars(logdir: Path, tag: str) -> list[float]:
     return [e.value for e in events.Scalars(tag)]
 
 
-def test_slow_data_shows_as_data_wait(bible_cache_dir: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(bible_cache_dir, tmp_path)
+def slow_down_collate(trainer: Trainer) -> None:
     collate = trainer.data.collate
 
     def slow_collate(examples: Any, indices: list[int]) -> Any:
@@ -54,6 +54,11 @@ def test_slow_data_shows_as_data_wait(bible_cache_dir: Path, tmp_path: Path) -> 
         return collate(examples, indices)
 
     trainer.data.collate = slow_collate  # type: ignore[method-assign]
+
+
+def test_slow_data_shows_as_data_wait(bible_cache_dir: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(bible_cache_dir, tmp_path, prefetch=0)
+    slow_down_collate(trainer)
     trainer.train()
     waits = scalars(tmp_path, "data_wait_seconds")
     fractions = scalars(tmp_path, "data_wait_fraction")
@@ -61,6 +66,19 @@ def test_slow_data_shows_as_data_wait(bible_cache_dir: Path, tmp_path: Path) -> 
     # Each step (one per log line) waited at least the delay, and that was a real share of it.
     assert all(DELAY_S <= w < DELAY_S + 5.0 for w in waits), waits
     assert all(0.0 < f <= 1.0 for f in fractions), fractions
+
+
+def test_prefetching_hides_slow_data_behind_the_steps(
+    bible_cache_dir: Path, tmp_path: Path
+) -> None:
+    trainer = make_trainer(bible_cache_dir, tmp_path, prefetch=2)
+    slow_down_collate(trainer)
+    trainer.train()
+    waits = scalars(tmp_path, "data_wait_seconds")
+    assert len(waits) == STEPS
+    # The first batch is waited for in full; the next ones were collated during the steps.
+    assert DELAY_S <= waits[0] < DELAY_S + 5.0, waits
+    assert sum(waits) < STEPS * DELAY_S - 0.1, waits
 
 
 def test_fast_data_waits_little(bible_cache_dir: Path, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def test_train_interrupt_resume_matches_uninterrupted_and_improves_bleu(
     interrupted = Trainer(config, tmp_path / "resumed", show_progress=False)
     original_step = interrupted.train_step
 
-    def step_then_maybe_die(indices: list[int]) -> dict[str, float]:
+    def step_then_maybe_die(indices: list[int] | None = None) -> dict[str, float]:
         out = original_step(indices)
         if interrupted.step == 150:
             raise Interrupt

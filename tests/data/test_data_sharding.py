@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seqlab.data.batching import BatchStream
-from seqlab.distributed.data_sharding import shard_indices
+from seqlab.data.data_sharding import shard_indices
 
 
 def lengths(count: int, seed: int = 0) -> list[int]:

@@ -1,4 +1,4 @@
-"""Config of multi-process training (``trainer.distributed``)."""
+"""Config of how parameters are replicated across processes (``trainer.distributed``)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,22 @@ import dataclasses
 
 from seqlab.core.config import Config, param
 
-STRATEGIES = ("ddp", "fsdp")
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
 BACKENDS = ("auto", "gloo", "nccl")
 
 
 @dataclasses.dataclass
-class DistributedConfig(Config):
-    """How the processes started by torchrun share the work; unused with one process."""
+class ParallelismConfig(Config):
+    """The parallelism strategy of the training loop, and its process group under torchrun."""
 
     strategy: str = param(
-        "ddp",
-        doc="ddp (DistributedDataParallel: full replica per process) or fsdp (FSDP2 "
-        "fully_shard: parameters, gradients and optimizer state sharded across processes).",
+        "auto",
+        doc="auto (none in one process, ddp under torchrun), none (one process), ddp "
+        "(DistributedDataParallel: full replica per process) or fsdp (FSDP2 fully_shard: "
+        "parameters, gradients and optimizer state sharded across processes).",
     )
     backend: str = param(
-        "auto", doc="Process-group backend: auto (nccl with CUDA, else gloo), gloo or nccl."
+        "auto", doc="Process-group backend: auto (nccl on CUDA devices, else gloo), gloo or nccl."
     )
     timeout_seconds: float = param(
         600.0, doc="A collective waiting longer than this fails the job instead of hanging."

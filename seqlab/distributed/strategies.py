@@ -1,0 +1,246 @@
+"""The parallelism strategies of a torchrun job: DDP (a full replica per process) and FSDP2
+(parameters, gradients and optimizer state sharded), with sharded checkpoints (DCP).
+
+Every rank runs the same loop over the same global batch stream and trains on its slice of
+each global batch (seqlab.data.data_sharding). Rank 0 alone writes config files, summaries,
+eval and decode outputs, and prints progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from seqlab.data.data_sharding import shard_indices
+from seqlab.distributed.checkpoint import (
+    load_sharded_state,
+    read_extra,
+    save_sharded_checkpoint,
+    sharded_model_shapes,
+    verify_sharded_checkpoint,
+)
+from seqlab.distributed.optimizer_state import optimizer_state_by_name
+from seqlab.distributed.process_group import (
+    all_reduce,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    init_process_group,
+)
+from seqlab.models.base import Task
+from seqlab.quant.qat import build_task
+from seqlab.train.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temporaries,
+)
+from seqlab.train.checkpoint_fit import check_model_fit
+from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.parallelism import Parallelism, TrainingForward
+from seqlab.train.parallelism_config import ParallelismConfig
+from seqlab.train.world import World
+
+
+class DataParallel(Parallelism):
+    """Strategy ``ddp``: every rank holds the whole model; gradients are all-reduced."""
+
+    name = "ddp"
+
+    def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
+        super().__init__(world, device)
+        self.config = config
+        init_process_group(config, device)
+
+    def wrap(self, task: Task) -> nn.Module:
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(TrainingForward(task), device_ids=device_ids)
+
+    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        if not last and isinstance(model, DistributedDataParallel):
+            return model.no_sync()
+        return contextlib.nullcontext()
+
+    def local_indices(self, global_indices: Sequence[int]) -> list[int]:
+        return shard_indices(global_indices, self.world.rank, self.world.world_size)
+
+    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return all_reduce(values, self.world, op)
+
+    def barrier(self) -> None:
+        barrier(self.world)
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        if not self.world.is_main:
+            barrier(self.world)
+        yield
+        if self.world.is_main:
+            barrier(self.world)
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        return gather_objects(value, self.world)
+
+    # ---- checkpoints: one directory per step, each rank writing its own tensors -------------
+    def save(
+        self,
+        directory: Path,
+        step: int,
+        task: Task,
+        optimizer: torch.optim.Optimizer,
+        extra: dict[str, Any],
+        keep: int,
+    ) -> Path:
+        model, optimizer_state = get_state_dict(task, optimizer)
+        state = {"model": model, "optimizer": optimizer_state}
+        return save_sharded_checkpoint(directory, step, state, extra, keep, self.world)
+
+    def _newest_good_checkpoint(self, directory: Path) -> Path | None:
+        for _, path in reversed(list_checkpoints(directory)):
+            try:
+                if path.is_dir():
+                    verify_sharded_checkpoint(path)
+                    read_extra(path)
+                else:
+                    load_checkpoint(path)
+                return path
+            except CheckpointError as e:
+                tqdm.write(f"[seqlab] {e}; trying the previous checkpoint")
+        return None
+
+    def load(
+        self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """Loads the newest good checkpoint of any world size and either format."""
+        found = None
+        if self.world.is_main:
+            for path in remove_stale_temporaries(directory):
+                tqdm.write(f"[seqlab] removed {path}, left half-written by an interrupted save")
+            found = self._newest_good_checkpoint(directory)
+        found = broadcast_object(None if found is None else str(found), self.world)
+        if found is None:
+            return None
+        path = Path(found)
+        if path.is_dir():
+            payload = read_extra(path)
+            check_model_fit(task, sharded_model_shapes(path), path, payload.get("config"))
+            model, optimizer_state = get_state_dict(task, optimizer)
+            state = {"model": model, "optimizer": optimizer_state}
+            load_sharded_state(path, state)
+            set_state_dict(
+                task,
+                optimizer,
+                model_state_dict=state["model"],
+                optim_state_dict=state["optimizer"],
+            )
+        else:  # a single-process checkpoint: every rank reads the whole file
+            payload = load_checkpoint(path)
+            check_model_fit(task, payload["model"], path, payload.get("config"))
+            names = {id(p): n for n, p in task.named_parameters()}
+            ordered = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+            set_state_dict(
+                task,
+                optimizer,
+                model_state_dict=payload["model"],
+                optim_state_dict=optimizer_state_by_name(payload["optimizer"], ordered),
+                options=StateDictOptions(full_state_dict=True),
+            )
+        return path, payload
+
+    # ---- eval and decode: on rank 0, while the others wait ------------------------------------
+    @contextlib.contextmanager
+    def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
+        try:
+            yield task if self.world.is_main else None
+        finally:
+            barrier(self.world)
+
+
+class FullyShardedDataParallel(DataParallel):
+    """Strategy ``fsdp``: FSDP2 ``fully_shard`` on each layer of every ``nn.ModuleList`` (e.g.
+    each Transformer layer, gathered just before its forward) and on the rest as one root
+    unit (embeddings, final norms)."""
+
+    name = "fsdp"
+
+    def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
+        super().__init__(config, world, device)
+        self._replica: Task | None = None
+
+    def check(self, config: ExperimentConfig) -> None:
+        """The moving average, weight noise and warm start use full copies of the weights."""
+        tc = config.trainer
+        used = [
+            name
+            for name, on in (
+                ("trainer.ema", tc.ema.decay > 0),
+                ("trainer.weight_noise", tc.weight_noise.std > 0),
+                ("trainer.init_from_checkpoint", bool(tc.init_from_checkpoint)),
+            )
+            if on
+        ]
+        if used:
+            raise ValueError(
+                f"{' and '.join(used)} do not work with trainer.distributed.strategy=fsdp yet; "
+                "use strategy=ddp or turn them off"
+            )
+
+    def wrap(self, task: Task) -> nn.Module:
+        reshard = self.config.fsdp_reshard_after_forward
+        forward = TrainingForward(task)
+        for module in task.modules():
+            if isinstance(module, nn.ModuleList):
+                for layer in module:
+                    fully_shard(layer, reshard_after_forward=reshard)
+        fully_shard(forward, reshard_after_forward=reshard)
+        return forward
+
+    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        if isinstance(model, FSDPModule):
+            model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+    @contextlib.contextmanager
+    def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
+        """Rank 0 evaluates a full replica gathered from the shards."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(task, options=options)
+        try:
+            if not self.world.is_main:
+                yield None
+                return
+            if self._replica is None:
+                self._replica = build_task(config.task, config.quant)
+                self._replica.bind_data(task.data)
+                self._replica.to(self.device)
+            self._replica.load_state_dict(full)
+            yield self._replica
+        finally:
+            barrier(self.world)
+
+
+def build_distributed_strategy(
+    config: ParallelismConfig, world: World, device: torch.device
+) -> Parallelism:
+    """DDP (``auto`` or ``ddp``) or FSDP2 (``fsdp``) for this rank of a torchrun job."""
+    if config.strategy == "fsdp":
+        return FullyShardedDataParallel(config, world, device)
+    return DataParallel(config, world, device)

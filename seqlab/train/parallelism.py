@@ -1,0 +1,183 @@
+"""Parallelism strategies of the training loop: how parameters are replicated across the
+processes of a job.
+
+A strategy owns wrapping the model for training, gradient synchronisation during
+accumulation, reductions of metrics across ranks, the checkpoint backend, and where the
+periodic eval and decode run. The loop (seqlab.train.trainer) is the same for all of them.
+``SingleProcess`` (strategy ``none``) is defined here; DDP and FSDP2 live in
+seqlab.distributed.strategies and are imported only when a torchrun job asks for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from seqlab.core.nested_map import NestedMap
+from seqlab.models.base import Metrics, Task
+from seqlab.train.checkpoint import (
+    IncompatibleCheckpointError,
+    load_latest_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.parallelism_config import ParallelismConfig
+from seqlab.train.world import World
+
+
+class TrainingForward(nn.Module):
+    """A task's ``compute_predictions`` and ``compute_loss`` behind ``forward()``.
+
+    DDP prepares its gradient all-reduce, and FSDP2 gathers the root's parameters, in hooks
+    around ``forward()``; the Task contract has no forward of its own.
+    """
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch: NestedMap) -> tuple[torch.Tensor, Metrics]:
+        predictions = self.task.compute_predictions(batch)
+        return self.task.compute_loss(batch, predictions)
+
+
+def to_cpu(tree: Any) -> Any:
+    """``tree`` (dicts, lists, tuples of tensors and plain values) with every tensor on the
+    CPU, so that a checkpoint written on a GPU loads anywhere; CPU tensors are not copied."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return type(tree)((k, to_cpu(v)) for k, v in tree.items())
+    if isinstance(tree, list | tuple):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
+class Parallelism:
+    """A parallelism strategy. The methods' defaults are those of one process holding the
+    whole model (strategy ``none``): collectives are identities, checkpoints one file."""
+
+    name = "none"
+
+    def __init__(self, world: World, device: torch.device) -> None:
+        self.world = world
+        self.device = device
+
+    def check(self, config: ExperimentConfig) -> None:
+        """Raises ValueError for settings this strategy cannot train with."""
+
+    # ---- training ------------------------------------------------------------------------
+    def wrap(self, task: Task) -> nn.Module:
+        """The module whose ``forward(batch)`` returns (loss, metrics); ``task`` keeps its
+        parameter names."""
+        return TrainingForward(task)
+
+    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """The context of one accumulated micro-batch's backward; gradients are synchronised
+        across ranks only on the ``last``."""
+        return contextlib.nullcontext()
+
+    def local_indices(self, global_indices: Sequence[int]) -> list[int]:
+        """This process's examples of a global batch."""
+        return list(global_indices)
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor whole on every rank (a sharded DTensor gathered)."""
+        return tensor
+
+    # ---- collectives -----------------------------------------------------------------------
+    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """``values`` reduced over ranks (``op``: sum or max), in place."""
+        return values
+
+    def barrier(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Runs the body on rank 0 first (shared caches), then on the other ranks."""
+        yield
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        return [value]
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save(
+        self,
+        directory: Path,
+        step: int,
+        task: Task,
+        optimizer: torch.optim.Optimizer,
+        extra: dict[str, Any],
+        keep: int,
+    ) -> Path:
+        """Writes one checkpoint file of the model, optimizer and ``extra``."""
+        state = {"model": task.state_dict(), "optimizer": optimizer.state_dict()}
+        return save_checkpoint(directory, step, to_cpu({**extra, **state}), keep)
+
+    def load(
+        self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """Loads the newest good checkpoint (a file or a .dcp directory of any world size)
+        into ``task`` and ``optimizer``; returns (path, payload), or None if there is none."""
+        for path in remove_stale_temporaries(directory):
+            tqdm.write(f"[seqlab] removed {path}, left half-written by an interrupted save")
+        found = load_latest_checkpoint(directory)
+        if found is None:
+            return None
+        path, payload = found
+        try:
+            load_model_state(task, payload.get("model"), path, payload.get("config"))
+        except IncompatibleCheckpointError as e:
+            # Older checkpoints are not tried: they come from the same run as this one.
+            raise IncompatibleCheckpointError(
+                f"{e}. Older checkpoints are not tried (they come from the same run): train "
+                f"this config in a new --logdir, or resume with the config of "
+                f"{directory.parent / 'config.txt'} (the logdir's checkpoints and config files "
+                f"are left as they were)"
+            ) from None
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise IncompatibleCheckpointError(
+                f"checkpoint {path}: its optimizer state does not fit trainer.optimizer ({e})"
+            ) from None
+        return path, payload
+
+    # ---- eval and decode -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
+        """The whole task to evaluate, on rank 0 (None on the others, which wait)."""
+        yield task
+
+    def close(self) -> None:
+        pass
+
+
+class SingleProcess(Parallelism):
+    """Strategy ``none``: one process, the whole model, no collectives."""
+
+
+def build_parallelism(config: ParallelismConfig, world: World, device: torch.device) -> Parallelism:
+    """The strategy ``config`` names for this process: ``SingleProcess`` in one process
+    (``auto`` or ``none``), else DDP or FSDP2 from seqlab.distributed (which joins the
+    process group)."""
+    config.validate()
+    if not world.is_distributed:  # one replica (any strategy): nothing to replicate
+        return SingleProcess(world, device)
+    if config.strategy == "none":
+        raise ValueError(
+            f"trainer.distributed.strategy=none, but torchrun started {world.world_size} "
+            "processes; use auto, ddp or fsdp"
+        )
+    from seqlab.distributed.strategies import build_distributed_strategy
+
+    return build_distributed_strategy(config, world, device)
