@@ -264,13 +264,22 @@ def num_params(module: torch.nn.Module) -> int:
 
 # ---- one training step -----------------------------------------------------------------------
 def seqlab_train_step(
-    experiment: Any, task: Any, optimizer: Any, batch: NestedMap, precision: str
+    experiment: Any,
+    task: Any,
+    optimizer: Any,
+    batch: NestedMap,
+    precision: str,
+    device: torch.device = CPU,
 ) -> float:
-    """As seqlab.train.trainer.Trainer.train_step: autocast forward+loss, backward, clip, step."""
+    """As seqlab.train.trainer.Trainer.train_step: autocast forward+loss, backward, clip, step.
+
+    ``device``: where the task and batch are (autocast's device; bench/gpu_check.py passes
+    a CUDA device).
+    """
     params = optimizer.param_groups[0]["params"]
     clip = experiment.trainer.clip_gradient_norm
     task.train()
-    with autocast(precision, CPU):
+    with autocast(precision, device):
         predictions = task.compute_predictions(batch)
         loss, _ = task.compute_loss(batch, predictions)
     optimizer.zero_grad(set_to_none=True)
@@ -281,14 +290,22 @@ def seqlab_train_step(
 
 
 def hf_train_step(
-    experiment: Any, model: Any, optimizer: Any, hf_batch: dict[str, torch.Tensor], precision: str
+    experiment: Any,
+    model: Any,
+    optimizer: Any,
+    hf_batch: dict[str, torch.Tensor],
+    precision: str,
+    device: torch.device = CPU,
 ) -> float:
-    """The usual Hugging Face step: model(...) logits, label-smoothed CE, backward, clip, step."""
+    """The usual Hugging Face step: model(...) logits, label-smoothed CE, backward, clip, step.
+
+    ``device``: where the model and batch are (autocast's device).
+    """
     params = optimizer.param_groups[0]["params"]
     clip = experiment.trainer.clip_gradient_norm
     smoothing = experiment.task.loss.label_smoothing
     model.train()
-    with autocast(precision, CPU):
+    with autocast(precision, device):
         logits = model(
             input_ids=hf_batch["input_ids"],
             attention_mask=hf_batch["attention_mask"],

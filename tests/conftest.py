@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,5 +21,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def bible_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data cache for the tiny Bible runs, so the corpus is prepared once per session."""
-    return tmp_path_factory.mktemp("bible_cache")
+    """One data cache for the tiny Bible runs, so the corpus is prepared once per session;
+    ``$SEQLAB_TEST_CACHE_DIR`` names a prepared one instead (a machine without the Debian
+    Bible packages, such as the GPU machine of scripts/gpu_check.sh)."""
+    prepared = os.environ.get("SEQLAB_TEST_CACHE_DIR")
+    return Path(prepared) if prepared else tmp_path_factory.mktemp("bible_cache")

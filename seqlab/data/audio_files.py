@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import soundfile
-from scipy.signal import resample_poly
 
 
 class AudioError(ValueError):
@@ -21,6 +19,8 @@ def audio_info(path: Path) -> tuple[int, int]:
     Raises:
       AudioError: missing or unreadable file.
     """
+    import soundfile  # on use: machines that train text models need not have it
+
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
     try:
@@ -32,6 +32,8 @@ def audio_info(path: Path) -> tuple[int, int]:
 
 def resample_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Resamples 1-D ``samples`` with a polyphase anti-aliasing filter (scipy)."""
+    from scipy.signal import resample_poly  # on use, as soundfile
+
     if from_rate == to_rate:
         return samples
     divisor = math.gcd(from_rate, to_rate)
@@ -48,6 +50,8 @@ def read_audio(path: Path, sample_rate: int, resample: bool = True) -> np.ndarra
       AudioError: missing, unreadable or empty file, non-finite samples, or a wrong sample
         rate with ``resample`` off.
     """
+    import soundfile  # on use: machines that train text models need not have it
+
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
     try:
@@ -71,7 +75,16 @@ def read_audio(path: Path, sample_rate: int, resample: bool = True) -> np.ndarra
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     """Writes 16-bit PCM mono WAV atomically (a temporary file renamed into place)."""
+    import soundfile  # on use: machines that train text models need not have it
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     clipped = np.clip(samples, -1.0, 1.0)
     soundfile.write(str(tmp), clipped, sample_rate, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
+
+
+def audio_duration(path: Path) -> float:
+    """Seconds of audio in the file at ``path``."""
+    import soundfile  # on use: machines that train text models need not have it
+
+    return float(soundfile.info(str(path)).duration)

@@ -311,8 +311,9 @@ class MultiHeadAttention(Layer):
             query_positions = torch.arange(step, step + 1, device=q.device)
             q = positions.rotate(q, query_positions)
             key = positions.rotate(key, query_positions)  # cached rotated
-        key_cache[:, :, step : step + 1] = key
-        value_cache[:, :, step : step + 1] = value
+        # narrow: a length-1 slice that torch 2.11's ONNX export also sees as length 1.
+        key_cache.narrow(2, step, 1).copy_(key)
+        value_cache.narrow(2, step, 1).copy_(value)
         keys, values = key_cache[:, :, : step + 1], value_cache[:, :, : step + 1]
         if positions is not None and positions.modifies_scores:
             key_positions = torch.arange(step + 1, device=q.device)

@@ -11,12 +11,6 @@ from seqlab.core.registry import get_experiment
 from seqlab.train.trainer import Trainer
 
 
-@pytest.fixture(scope="session")
-def bible_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data cache for the tiny Bible runs, so the corpus is prepared once per session."""
-    return tmp_path_factory.mktemp("bible_cache")
-
-
 def _tiny_mt_trainer(cache_dir: Path, logdir: Path, *overrides: str) -> Trainer:
     config = get_experiment("mt.bible_en_es.transformer_tiny")
     config.apply_overrides(

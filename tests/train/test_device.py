@@ -43,7 +43,7 @@ def test_cuda_without_cuda_is_refused_naming_the_setting(setting: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_under_torchrun_each_rank_takes_its_local_gpu() -> None:
     count = torch.cuda.device_count()
     world = World(rank=count - 1, world_size=count, local_rank=count - 1)

@@ -29,10 +29,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import soundfile
 from tqdm.auto import tqdm
 
-from seqlab.data.audio_files import read_audio, write_wav
+from seqlab.data.audio_files import audio_duration, read_audio, write_wav
 from seqlab.data.corpora.bible import prepare_bible_monolingual
 from seqlab.data.transcripts import spoken_form
 
@@ -283,7 +282,7 @@ def _synthesize_all(
     for utterance in plan:
         path = out_dir / "audio" / utterance.split / utterance.file_name
         if path.is_file():
-            durations[utterance.id] = soundfile.info(str(path)).duration
+            durations[utterance.id] = audio_duration(path)
         else:
             jobs.append((utterance, str(path)))
     bar = tqdm(
