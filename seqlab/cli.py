@@ -85,6 +85,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     from seqlab.data.corpora.catalog import corpus_files, known_corpora
     from seqlab.data.mt_data import default_cache_dir
 
+    if args.experiment:
+        # The experiment's data as training will read it: tokenizer, then training shards.
+        if args.corpus:
+            raise UsageError("pass corpus names or --experiment, not both")
+        config = _load_config(args)
+        data = config.data.build()
+        start = time.perf_counter()
+        data.load_tokenizer()
+        print(f"[seqlab] tokenizer: {data.tokenizer_path}")
+        examples = data.examples("train")
+        shards = getattr(examples, "shards", None)
+        where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
+        print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")
+        return 0
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     names = args.corpus or known_corpora()
     for name in names:
@@ -357,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["prepare"])
     p.add_argument("corpus", nargs="*", help="corpus names (default: all)")
     p.add_argument("--cache-dir", default="")
+    p.add_argument(
+        "--experiment",
+        default="",
+        help="prepare this experiment's data instead: its tokenizer and training shards",
+    )
+    _add_set(p)
     p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("train", help="train (and evaluate/decode at intervals)")

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from seqlab.core.config import Config, Configurable, param
@@ -17,9 +18,15 @@ from seqlab.data.sentencepiece_tokenizer import (
     EOS_ID,
     PAD_ID,
     SentencePieceTokenizer,
-    train_or_load_sentencepiece,
+    train_or_load_sentencepiece_from_files,
 )
 from seqlab.data.text_pairs import read_text_pairs
+from seqlab.data.token_shards import (
+    PairShards,
+    file_fingerprint,
+    open_pair_shards,
+    write_pair_sample,
+)
 
 SPLITS = ("train", "dev", "test")
 
@@ -52,6 +59,67 @@ class MTExamples:
         ]
 
 
+class _IdsView:
+    """Pair ``keep[i]``'s ids on one side of a shard set, as a list (EOS appended if asked)."""
+
+    def __init__(self, shards: PairShards, side: str, keep: np.ndarray, eos: bool) -> None:
+        self.shards, self.side, self.keep, self.eos = shards, side, keep, eos
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int) -> list[int]:
+        ids = self.shards.ids(self.side, int(self.keep[i])).tolist()
+        return ids + [EOS_ID] if self.eos else ids
+
+
+class _NoText:
+    """The raw text of shard-backed pairs, which is not kept: empty strings."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> str:
+        if not -self.size <= i < self.size:
+            raise IndexError(i)
+        return ""
+
+
+class ShardedPairs:
+    """The training pairs of a shard set, as ``collate`` reads them: the first ``limit``
+    (0 = all), each side shorter than ``max_length`` tokens, sides swapped if ``reverse``.
+
+    Only the kept indices and their lengths are in memory; the ids are read from the map.
+    """
+
+    def __init__(self, shards: PairShards, reverse: bool, max_length: int, limit: int) -> None:
+        self.shards = shards
+        n = min(limit, len(shards)) if limit > 0 else len(shards)
+        source, target = ("tgt", "src") if reverse else ("src", "tgt")
+        src_lengths = shards.lengths[source][:n]
+        tgt_lengths = shards.lengths[target][:n]
+        keep = np.nonzero((src_lengths < max_length) & (tgt_lengths < max_length))[0]
+        self.keep = keep.astype(np.int64)
+        # Source with EOS; target with BOS in and EOS out.
+        self._lengths = np.maximum(src_lengths[keep] + 1, tgt_lengths[keep] + 1).astype(np.int64)
+        self.source_ids = _IdsView(shards, source, self.keep, eos=True)
+        self.target_ids = _IdsView(shards, target, self.keep, eos=False)
+        self.source_text = self.target_text = _NoText(len(self.keep))
+        self.num_too_long = n - len(self.keep)
+        # Blank lines the reader skipped, reported with the run's metrics.
+        self.num_skipped = int(shards.manifest.get("blank_lines", 0))
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def lengths(self) -> np.ndarray:
+        """Per-example max(source + EOS, target + 1) in tokens."""
+        return self._lengths
+
+
 class MTData(Configurable):
     """Parallel text from a built-in corpus or the user's own TSV/JSONL files."""
 
@@ -75,6 +143,9 @@ class MTData(Configurable):
         max_length: int = param(200, doc="Training pairs longer than this (tokens) are dropped.")
         train_limit: int = param(0, doc="Use only the first N training pairs (0 = all).")
         eval_limit: int = param(0, doc="Use only the first N dev/test pairs (0 = all).")
+        num_workers: int = param(
+            0, doc="Processes that tokenize the training file into shards (0 = one per core)."
+        )
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -116,8 +187,20 @@ class MTData(Configurable):
             self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
             self.tokenizer_path = model_path
             return self.tokenizer
-        self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece(
-            self.config.tokenizer, self.tokenizer_texts(), self.cache_dir / "tokenizers"
+        train = self.paths()["train"]
+        limit = self.config.train_limit
+        key = f"pairs:{file_fingerprint(train, self.cache_dir / 'shards')['sha256']}:{limit}"
+
+        def write_sentences(directory: Path) -> list[Path]:
+            # Sources, then targets (the order of the pairs' texts in memory before shards),
+            # at most max_training_sentences of them in all: a seeded sample of the pairs.
+            files = [directory / "source.txt", directory / "target.txt"]
+            max_pairs = max(1, self.config.tokenizer.max_training_sentences // 2)
+            write_pair_sample(train, limit, max_pairs, 0, files[0], files[1])
+            return files
+
+        self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece_from_files(
+            self.config.tokenizer, key, write_sentences, self.cache_dir / "tokenizers"
         )
         return self.tokenizer
 
@@ -135,10 +218,24 @@ class MTData(Configurable):
         limit = self.config.train_limit if split == "train" else self.config.eval_limit
         return pairs[:limit] if limit > 0 else pairs
 
-    def examples(self, split: str) -> MTExamples:
-        """Tokenized pairs of ``split``; training pairs over ``max_length`` are dropped."""
-        if self.tokenizer is None:
+    def examples(self, split: str) -> MTExamples | ShardedPairs:
+        """Tokenized pairs of ``split``; training pairs over ``max_length`` are dropped.
+
+        The training split is read from its memory-mapped shard set (built on first use),
+        without its raw text; dev and test are tokenized in memory with their text.
+        """
+        if self.tokenizer is None or self.tokenizer_path is None:
             raise RuntimeError("call load_tokenizer() first")
+        if split == "train":
+            shards = open_pair_shards(
+                self.paths()["train"],
+                self.tokenizer_path,
+                self.cache_dir,
+                workers=self.config.num_workers,
+            )
+            return ShardedPairs(
+                shards, self.config.reverse, self.config.max_length, self.config.train_limit
+            )
         pairs = self._read(split)
         if self.config.reverse:
             pairs = [(t, s) for s, t in pairs]
@@ -155,7 +252,7 @@ class MTData(Configurable):
             target_text=[pairs[i][1] for i in keep],
         )
 
-    def train_stream(self, examples: MTExamples, seed: int) -> BatchStream:
+    def train_stream(self, examples: MTExamples | ShardedPairs, seed: int) -> BatchStream:
         return BatchStream(examples.lengths(), self.config.max_tokens, seed)
 
     def eval_batches(self, examples: MTExamples) -> list[list[int]]:
@@ -165,7 +262,7 @@ class MTData(Configurable):
         )
 
 
-def collate(examples: MTExamples, indices: list[int]) -> NestedMap:
+def collate(examples: MTExamples | ShardedPairs, indices: list[int]) -> NestedMap:
     """Pads the chosen examples into a batch.
 
     Returns:

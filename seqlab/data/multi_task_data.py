@@ -236,8 +236,13 @@ class MultiTaskData(Configurable):
         training text of every task (a corpus used by several tasks counts once)."""
         first = next(iter(self.tasks.values()))
         tokenizer_config = first.config.tokenizer
+        sources = {(d.paths()["train"], d.config.train_limit) for d in self.tasks.values()}
         if model_path is not None and model_path.exists():
             tokenizer = SentencePieceTokenizer.load(tokenizer_config, model_path)
+        elif len(sources) == 1:  # e.g. both directions of one corpus: its own tokenizer
+            tokenizer = first.load_tokenizer()
+            assert first.tokenizer_path is not None
+            model_path = first.tokenizer_path
         else:
             texts: list[str] = []
             seen: set[tuple[Path, int]] = set()

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_JSON = "config.json"
 TOKENIZER_FILE = "spm.model"
+TRAINING_DATA_FILE = "training_data.json"
 
 
 class LogdirError(FileNotFoundError):
@@ -103,3 +104,49 @@ def build_context(
     task.bind_data(data)
     task.to(device)
     return RunContext(config=config, logdir=logdir, data=data, task=task, device=device)
+
+
+def training_data_identity(examples: Any) -> dict[str, Any] | None:
+    """What identifies the training examples a run reads: its shard set (the source file's
+    path, size and content hash, the tokenizer's hash), or None for data held in memory."""
+    shards = getattr(examples, "shards", None)
+    if shards is None:
+        return None
+    manifest = shards.manifest
+    return {
+        "shard_set": str(shards.directory),
+        "source": manifest["source"],
+        "tokenizer_sha256": manifest["tokenizer_sha256"],
+    }
+
+
+def check_training_data(logdir: Path, identity: dict[str, Any] | None, resuming: bool) -> None:
+    """Records the run's training data in the logdir, or, when ``resuming``, refuses data
+    other than the one recorded (an edited training file, another tokenizer).
+
+    Raises:
+      LogdirError: naming both shard sets and what differs.
+    """
+    path = logdir / TRAINING_DATA_FILE
+    if identity is None:
+        return
+    if resuming and path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded.get("shard_set") != identity["shard_set"]:
+            source, old = identity["source"], recorded.get("source", {})
+            what = (
+                f"{source['path']} changed (sha256 {old.get('sha256', '?')[:12]} -> "
+                f"{source['sha256'][:12]})"
+                if old.get("sha256") != source["sha256"]
+                else "the tokenizer changed"
+            )
+            raise LogdirError(
+                f"{path} records training data {recorded.get('shard_set')}, but this run "
+                f"reads {identity['shard_set']}: {what}; resume with the data the run started "
+                f"with, or train in a new --logdir"
+            )
+        return
+    logdir.mkdir(parents=True, exist_ok=True)
+    tmp = logdir / f".{TRAINING_DATA_FILE}.tmp"
+    tmp.write_text(json.dumps(identity, indent=1) + "\n")
+    os.replace(tmp, path)

@@ -66,9 +66,10 @@ class TrainerConfig(Config):
         "mantissa inputs). No effect on CPU.",
     )
     prefetch_batches: int = param(
-        2,
+        -1,
         doc="Batches collated ahead on a background thread (pinned for CUDA copies); 0 "
-        "collates on the training thread.",
+        "collates on the training thread; -1 (auto): 2 on CUDA, 0 on CPU, where the thread "
+        "competes with the step for the cores (docs/benchmarks.md).",
     )
     num_threads: int = param(0, doc="torch intra-op threads (0 = all cores).")
     nan_policy: str = param("stop", doc="On a NaN/inf loss or gradient: stop or skip the step.")

@@ -20,7 +20,7 @@ def test_shards_of_all_ranks_cover_every_example_once_per_epoch(world_size: int)
     # Every rank builds the same global stream from the same seed.
     streams = [BatchStream(example_lengths, max_tokens=300, seed=7) for _ in range(world_size)]
     for epoch in range(2):
-        batches_in_epoch = len(streams[0]._epoch_batches())
+        batches_in_epoch = streams[0].batches_in_epoch()
         counts = np.zeros(len(example_lengths), dtype=int)
         for _ in range(batches_in_epoch):
             global_batches = [next(s) for s in streams]

@@ -12,6 +12,7 @@ import torch
 
 from seqlab.data.mt_data import MissingCorpusError, MTData, MTExamples, collate
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID, SentencePieceTokenizer
+from seqlab.data.text_pairs import read_text_pairs
 
 
 def _examples() -> MTExamples:
@@ -94,7 +95,10 @@ def test_own_files_end_to_end(own_files: dict[str, Path]) -> None:
     train = data.examples("train")
     assert len(train) == 200
     assert all(ids[-1] == EOS_ID for ids in train.source_ids)
-    assert tokenizer.decode(train.source_ids[0]) == train.source_text[0]
+    # Training pairs come from the memory-mapped shards, without their raw text.
+    file_pairs = read_text_pairs(own_files["train"])
+    assert tokenizer.decode(train.source_ids[0]) == file_pairs[0][0]
+    assert train.source_text[0] == ""
 
     stream = data.train_stream(train, seed=0)
     seen: list[int] = []
@@ -105,8 +109,9 @@ def test_own_files_end_to_end(own_files: dict[str, Path]) -> None:
         assert b * max(s, t) <= 64 or b == 1
         assert batch.tgt_paddings.shape == batch.tgt_out_ids.shape == (b, t)
         for row in range(b):
-            assert tokenizer.decode(batch.tgt_out_ids[row]) == batch.tgt_text[row]
-            assert tokenizer.decode(batch.src_ids[row]) == batch.src_text[row]
+            source, target = file_pairs[batch.indices[row]]
+            assert tokenizer.decode(batch.tgt_out_ids[row]) == target
+            assert tokenizer.decode(batch.src_ids[row]) == source
             assert batch.tgt_in_ids[row, 0] == BOS_ID
             real = int((1 - batch.tgt_paddings[row]).sum())
             assert batch.tgt_out_ids[row, real - 1] == EOS_ID
@@ -130,7 +135,8 @@ def test_limits_and_max_length(own_files: dict[str, Path]) -> None:
     data.config.max_length = limit
     train = data.examples("train")
     # Pairs with a side of max_length tokens or more are dropped, the others kept in order.
-    assert train.source_text == [s for (s, _), n in zip(pairs, sizes, strict=True) if n < limit]
+    kept = [tokenizer.decode(ids) for ids in train.source_ids]
+    assert kept == [s for (s, _), n in zip(pairs, sizes, strict=True) if n < limit]
     assert 0 < len(train) < 50
     for source, target in zip(train.source_ids, train.target_ids, strict=True):
         assert len(source) <= limit and len(target) < limit
@@ -175,5 +181,7 @@ def test_reverse_swaps_sides_and_keeps_the_tokenizer(own_files: dict[str, Path])
     assert backward.tokenizer_path == forward.tokenizer_path
     for split in ("train", "dev", "test"):
         a, b = forward.examples(split), backward.examples(split)
-        assert b.source_text == a.target_text and b.target_text == a.source_text
-        assert [s[:-1] for s in b.source_ids] == a.target_ids
+        assert list(b.source_text) == list(a.target_text)
+        assert list(b.target_text) == list(a.source_text)
+        assert [s[:-1] for s in b.source_ids] == list(a.target_ids)
+        assert list(b.target_ids) == [s[:-1] for s in a.source_ids]

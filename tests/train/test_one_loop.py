@@ -190,3 +190,33 @@ def _plain_load(raw: bytes) -> object:
 
     data = raw[len(MAGIC) + hashlib.sha256().digest_size :]
     return torch.load(io.BytesIO(data), weights_only=True)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_crash_mid_epoch_resumes_exactly_with_batches_made_ahead(
+    tiny_mt_trainer: Callable[..., Trainer],
+    train_until_crash: Callable[[Trainer, int], None],
+    tmp_path: Path,
+    prefetch: int,
+) -> None:
+    """The checkpoint holds the stream position of the last batch trained on, not of the
+    batches the prefetcher made ahead; the training pairs are read from their shards."""
+    settings = [
+        "trainer.max_steps=9",
+        "trainer.checkpoint_every_steps=4",
+        f"trainer.prefetch_batches={prefetch}",
+    ]
+    whole = tiny_mt_trainer(tmp_path / "whole", *settings)
+    assert whole.examples.shards is not None  # memory-mapped training pairs
+    whole.train()
+    crashed = tiny_mt_trainer(tmp_path / "crashed", *settings)
+    train_until_crash(crashed, 6)
+    assert load_checkpoint(crashed.context.checkpoint_dir / "ckpt-00000004.pt")["data_stream"] == {
+        "epoch": 0,
+        "index": 4,
+    }
+    resumed = tiny_mt_trainer(tmp_path / "crashed", *settings)
+    assert resumed.train() == 9
+    for name, tensor in whole.task.state_dict().items():
+        assert torch.equal(resumed.task.state_dict()[name], tensor), name
+    assert resumed.stream.state_dict() == whole.stream.state_dict()

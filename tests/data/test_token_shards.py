@@ -1,0 +1,160 @@
+"""Token shards: a round trip of every pair, cache hits and invalidation, malformed lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from seqlab.core.file_hash import sha256_of
+from seqlab.data.text_pairs import DataFormatError, read_text_pairs
+from seqlab.data.token_shards import (
+    MANIFEST_FILE,
+    file_fingerprint,
+    open_pair_shards,
+    token_dtype,
+)
+
+WORDS = "in the beginning god created heaven and earth light darkness day night".split()
+
+
+def write_corpus(path: Path, count: int, seed: int = 0, blank_every: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        src = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 12))))
+        tgt = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 12)))).upper()
+        lines.append(f"{src}\t{tgt}\n")
+        if blank_every and i % blank_every == 0:
+            lines.append("\n")
+    path.write_text("".join(lines))
+
+
+def train_tokenizer(path: Path, corpus: Path, vocab_size: int = 48) -> Path:
+    pairs = read_text_pairs(corpus)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([s for s, _ in pairs] + [t for _, t in pairs]),
+        model_writer=model,
+        vocab_size=vocab_size,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        minloglevel=2,
+    )
+    path.write_bytes(model.getvalue())
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[Path, Path]:
+    train = tmp_path / "train.tsv"
+    write_corpus(train, 3000, blank_every=500)
+    return train, train_tokenizer(tmp_path / "spm.model", train)
+
+
+def test_shards_hold_every_pair_as_the_tokenizer_encodes_it(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, model = corpus
+    shards = open_pair_shards(train, model, tmp_path / "cache", workers=2)
+    pairs = read_text_pairs(train)
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    assert len(shards) == len(pairs) == 3000
+    assert shards.manifest["blank_lines"] == 6
+    assert shards.manifest["dtype"] == np.dtype(np.uint8).str  # 48 pieces fit a byte
+    for i in (0, 1, 1234, 2999):
+        assert shards.ids("src", i).tolist() == processor.encode(pairs[i][0])
+        assert shards.ids("tgt", i).tolist() == processor.encode(pairs[i][1])
+    expected = [len(processor.encode(s)) for s, _ in pairs]
+    assert shards.lengths["src"].tolist() == expected
+
+
+def test_an_unchanged_file_finds_its_shards_without_reading_the_text(
+    corpus: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, model = corpus
+    first = open_pair_shards(train, model, tmp_path / "cache", workers=1)
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt")
+
+    def hash_all_but_the_corpus(path: Path) -> str:
+        assert Path(path).resolve() != train.resolve(), "the corpus was read again"
+        return sha256_of(path)
+
+    monkeypatch.setattr("seqlab.data.token_shards.build_pair_shards", no_build)
+    monkeypatch.setattr("seqlab.data.token_shards.sha256_of", hash_all_but_the_corpus)
+    again = open_pair_shards(train, model, tmp_path / "cache")
+    assert again.directory == first.directory
+
+
+def test_a_changed_file_or_tokenizer_makes_a_new_shard_set(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, model = corpus
+    cache = tmp_path / "cache"
+    first = open_pair_shards(train, model, cache, workers=1)
+    with train.open("a") as f:
+        f.write("light\tLIGHT\n")
+    changed = open_pair_shards(train, model, cache, workers=1)
+    assert changed.directory != first.directory and len(changed) == len(first) + 1
+    assert (
+        changed.manifest["source"]["sha256"] == file_fingerprint(train, cache / "shards")["sha256"]
+    )
+    other_model = train_tokenizer(tmp_path / "other.model", train, vocab_size=44)
+    retokenized = open_pair_shards(train, other_model, cache, workers=1)
+    assert retokenized.directory not in (first.directory, changed.directory)
+
+
+def test_the_content_hash_is_kept_per_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "a.tsv"
+    path.write_text("a\tb\n")
+    first = file_fingerprint(path, tmp_path)
+    stored = json.loads((tmp_path / "fingerprints.json").read_text())
+    stored[str(path.resolve())]["sha256"] = "remembered"
+    (tmp_path / "fingerprints.json").write_text(json.dumps(stored))
+    assert file_fingerprint(path, tmp_path)["sha256"] == "remembered"  # not read again
+    path.write_text("a\tc\n")
+    os.utime(path, ns=(first["mtime_ns"] + 10**9, first["mtime_ns"] + 10**9))
+    assert file_fingerprint(path, tmp_path)["sha256"] not in ("remembered", first["sha256"])
+
+
+def test_a_malformed_line_deep_in_a_large_file_is_named_and_leaves_nothing(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, model = corpus
+    big = tmp_path / "big.tsv"
+    write_corpus(big, 60_000, seed=3)
+    with big.open("a") as f:
+        f.write("no tab on this line\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(DataFormatError, match=rf"^{big}:60001: expected 2 tab-separated"):
+        open_pair_shards(big, model, cache, workers=2)
+    leftovers = [p for p in (cache / "shards").iterdir() if p.name != "fingerprints.json"]
+    assert leftovers == []
+
+
+def test_token_dtype_is_the_smallest_that_fits() -> None:
+    assert token_dtype(256) == np.uint8
+    assert token_dtype(257) == np.uint16
+    assert token_dtype(65536) == np.uint16
+    assert token_dtype(65537) == np.uint32
+
+
+def test_manifest_records_the_source_and_tokenizer(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, model = corpus
+    shards = open_pair_shards(train, model, tmp_path / "cache", workers=1)
+    manifest = json.loads((shards.directory / MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["source"]["path"] == str(train.resolve())
+    assert manifest["source"]["size"] == train.stat().st_size
+    assert len(manifest["tokenizer_sha256"]) == 64
