@@ -4,6 +4,7 @@ device than the one that wrote them."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from seqlab.train.checkpoint import decode_checkpoint, encode_checkpoint, load_checkpoint
+from seqlab.train.run_context import TRAINING_DATA_FILE, LogdirError
 from seqlab.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,3 +222,24 @@ def test_a_crash_mid_epoch_resumes_exactly_with_batches_made_ahead(
     for name, tensor in whole.task.state_dict().items():
         assert torch.equal(resumed.task.state_dict()[name], tensor), name
     assert resumed.stream.state_dict() == whole.stream.state_dict()
+
+
+def test_resuming_after_the_training_file_changed_is_refused(
+    tiny_mt_trainer: Callable[..., Trainer], bible_cache_dir: Path, tmp_path: Path
+) -> None:
+    tiny_mt_trainer(tmp_path / "prepare", "trainer.max_steps=1")  # prepares the corpus
+    bible = bible_cache_dir / "corpora" / "bible_en_es" / "train.tsv"
+    mine = tmp_path / "my_train.tsv"
+    mine.write_text("".join(bible.read_text().splitlines(keepends=True)[:300]))
+    run = tmp_path / "run"
+    trainer = tiny_mt_trainer(run, f"data.train_path={mine}", "trainer.max_steps=2")
+    assert trainer.train() == 2
+    recorded = json.loads((run / TRAINING_DATA_FILE).read_text())
+    assert recorded["source"]["path"] == str(mine.resolve())
+    with mine.open("a") as f:
+        f.write("And it was so.\tY fue así.\n")
+    with pytest.raises(LogdirError) as info:
+        tiny_mt_trainer(run, f"data.train_path={mine}", "trainer.max_steps=3")
+    message = str(info.value)
+    assert f"{mine.resolve()} changed" in message and "new --logdir" in message
+    assert "\n" not in message
