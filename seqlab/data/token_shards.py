@@ -2,10 +2,12 @@
 
 A shard set is a directory ``<cache>/shards/<file stem>-<key>/`` holding
 
-- ``src.bin`` and ``tgt.bin``: the token ids of every pair, concatenated, in the smallest
-  unsigned integer type that holds the vocabulary (uint16 up to 65,536 pieces);
-- ``src_offsets.npy`` and ``tgt_offsets.npy``: [N + 1] int64, pair i's ids are
-  ``bin[offsets[i]:offsets[i + 1]]`` (no BOS or EOS);
+- ``src.bin`` and ``tgt.bin``: the token ids of every pair, concatenated, as LEB128 varints
+  (seqlab.data.varint: one byte for ids below 128, two below 16,384; about 1.4 bytes a
+  token with SentencePiece's score-ordered ids, against uint16's 2);
+- ``src_lengths.npy`` and ``tgt_lengths.npy``: [N] tokens of each pair, and
+  ``src_sizes.npy`` and ``tgt_sizes.npy``: [N] bytes of each pair (uint16, or uint32 where a
+  pair is longer), from which the pairs' byte offsets are computed when the set is opened;
 - ``manifest.json``: the format version, the source file (path, size, mtime, sha256), the
   tokenizer's sha256, the pair count and the blank lines skipped.
 
@@ -39,8 +41,9 @@ import sentencepiece as spm
 from seqlab.core.atomic_files import write_atomic
 from seqlab.core.file_hash import sha256_of
 from seqlab.data.text_pairs import check_data_file, is_jsonl_file, parse_pair_line
+from seqlab.data.varint import decode_varints, encode_varints, varint_sizes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 FINGERPRINTS_FILE = "fingerprints.json"
 _CHUNK_LINES = 20_000
@@ -142,14 +145,15 @@ def _load_processor(model_path: str) -> None:
 
 
 def _encode_chunk(
-    task: tuple[str, int, list[bytes], str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    task: tuple[str, int, list[bytes]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Parses and encodes one chunk of lines.
 
     Returns:
-      (source ids concatenated, source lengths, target ids, target lengths, blank lines).
+      (source varint bytes, source tokens per pair, source bytes per pair, the same three for
+      the targets, blank lines).
     """
-    path_text, first_line, lines, dtype = task
+    path_text, first_line, lines = task
     assert _PROCESSOR is not None
     path = Path(path_text)
     is_jsonl = is_jsonl_file(path)
@@ -159,23 +163,24 @@ def _encode_chunk(
         if pair is not None:
             sources.append(pair[0])
             targets.append(pair[1])
-    out = []
+    out: list[np.ndarray] = []
     for texts in (sources, targets):
         ids = _PROCESSOR.encode(texts)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter(
-            itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum())
+            itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())
         )
-        out += [flat, lengths]
-    return out[0], out[1], out[2], out[3], len(lines) - len(sources)
+        token_bytes = np.concatenate(([0], np.cumsum(varint_sizes(flat))))
+        token_ends = np.cumsum(lengths)
+        sizes = token_bytes[token_ends] - token_bytes[token_ends - lengths]
+        out += [encode_varints(flat), lengths, sizes]
+    return (*out, len(lines) - len(sources))  # type: ignore[return-value]
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned integer type that holds ids below ``vocab_size``."""
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if vocab_size <= np.iinfo(dtype).max + 1:
-            return np.dtype(dtype)
-    return np.dtype(np.uint64)
+def _smallest_unsigned(values: np.ndarray) -> np.ndarray:
+    """``values`` as uint16, or uint32 where one does not fit."""
+    fits = not len(values) or int(values.max()) <= np.iinfo(np.uint16).max
+    return values.astype(np.uint16 if fits else np.uint32)
 
 
 def build_pair_shards(
@@ -186,12 +191,11 @@ def build_pair_shards(
     Raises:
       DataFormatError: naming the file and line of a malformed line (nothing is left behind).
     """
-    vocab_size = spm.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
-    dtype = token_dtype(vocab_size)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    lengths: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    names = ("src_lengths", "src_sizes", "tgt_lengths", "tgt_sizes")
+    per_pair: dict[str, list[np.ndarray]] = {name: [] for name in names}
     blank = 0
     # fork: workers need nothing of the parent but this module, and spawn would re-run an
     # unguarded script's top level (a notebook's, or a user's train.py) in every worker.
@@ -204,30 +208,30 @@ def build_pair_shards(
             context.Pool(workers, _load_processor, (str(tokenizer_path),)) as pool,
         ):
             pending: collections.deque[Any] = collections.deque()
-            chunks = iter_line_chunks(source)
 
             def drain_one() -> None:
                 nonlocal blank
-                src, src_lengths, tgt, tgt_lengths, skipped = pending.popleft().get()
+                src, src_lengths, src_sizes, tgt, tgt_lengths, tgt_sizes, skipped = (
+                    pending.popleft().get()
+                )
                 src_file.write(src.tobytes())
                 tgt_file.write(tgt.tobytes())
-                lengths["src"].append(src_lengths)
-                lengths["tgt"].append(tgt_lengths)
+                values = (src_lengths, src_sizes, tgt_lengths, tgt_sizes)
+                for name, value in zip(names, values, strict=True):
+                    per_pair[name].append(value)
                 blank += skipped
 
-            for first, lines in chunks:
-                task = (str(source), first, lines, dtype.str)
-                pending.append(pool.apply_async(_encode_chunk, (task,)))
+            for first, lines in iter_line_chunks(source):
+                pending.append(pool.apply_async(_encode_chunk, ((str(source), first, lines),)))
                 if len(pending) >= 2 * workers:  # bounded memory: a few chunks in flight
                     drain_one()
             while pending:
                 drain_one()
-        for side in ("src", "tgt"):
-            side_lengths = np.concatenate(lengths[side]) if lengths[side] else np.zeros(0, np.int64)
-            offsets = np.concatenate([[0], np.cumsum(side_lengths)]).astype(np.int64)
-            np.save(tmp / f"{side}_offsets.npy", offsets)
-        count = sum(len(x) for x in lengths["src"])
-        manifest = {**manifest, "dtype": dtype.str, "num_pairs": count, "blank_lines": blank}
+        for name, parts in per_pair.items():
+            values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            np.save(tmp / f"{name}.npy", _smallest_unsigned(values))
+        count = sum(len(x) for x in per_pair["src_lengths"])
+        manifest = {**manifest, "encoding": "leb128", "num_pairs": count, "blank_lines": blank}
         write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)
@@ -242,20 +246,19 @@ class PairShards:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        dtype = np.dtype(self.manifest["dtype"])
-        self._tokens = {}
-        self._offsets = {}
-        self.lengths = {}
+        self._bytes: dict[str, np.ndarray] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+        self.lengths: dict[str, np.ndarray] = {}
         for side in ("src", "tgt"):
-            offsets = np.load(directory / f"{side}_offsets.npy", mmap_mode="r")
-            size = (directory / f"{side}.bin").stat().st_size // dtype.itemsize
-            self._tokens[side] = (
-                np.memmap(directory / f"{side}.bin", dtype=dtype, mode="r", shape=(size,))
+            size = (directory / f"{side}.bin").stat().st_size
+            self._bytes[side] = (
+                np.memmap(directory / f"{side}.bin", dtype=np.uint8, mode="r", shape=(size,))
                 if size
-                else np.zeros(0, dtype)
+                else np.zeros(0, np.uint8)
             )
-            self._offsets[side] = offsets
-            self.lengths[side] = np.diff(offsets).astype(np.int32)
+            sizes = np.load(directory / f"{side}_sizes.npy")
+            self._offsets[side] = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+            self.lengths[side] = np.load(directory / f"{side}_lengths.npy").astype(np.int32)
 
     def __len__(self) -> int:
         return int(self.manifest["num_pairs"])
@@ -267,7 +270,7 @@ class PairShards:
     def ids(self, side: str, index: int) -> np.ndarray:
         """The token ids of pair ``index``'s ``side`` (src or tgt), without BOS or EOS."""
         offsets = self._offsets[side]
-        return self._tokens[side][offsets[index] : offsets[index + 1]]
+        return decode_varints(self._bytes[side][offsets[index] : offsets[index + 1]])
 
 
 def open_pair_shards(

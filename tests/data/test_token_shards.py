@@ -17,7 +17,6 @@ from seqlab.data.token_shards import (
     MANIFEST_FILE,
     file_fingerprint,
     open_pair_shards,
-    token_dtype,
 )
 
 WORDS = "in the beginning god created heaven and earth light darkness day night".split()
@@ -68,7 +67,9 @@ def test_shards_hold_every_pair_as_the_tokenizer_encodes_it(
     processor = spm.SentencePieceProcessor(model_file=str(model))
     assert len(shards) == len(pairs) == 3000
     assert shards.manifest["blank_lines"] == 6
-    assert shards.manifest["dtype"] == np.dtype(np.uint8).str  # 48 pieces fit a byte
+    assert shards.manifest["encoding"] == "leb128"
+    # 48 pieces: every id below 128 takes one byte.
+    assert (shards.directory / "src.bin").stat().st_size == int(shards.lengths["src"].sum())
     for i in (0, 1, 1234, 2999):
         assert shards.ids("src", i).tolist() == processor.encode(pairs[i][0])
         assert shards.ids("tgt", i).tolist() == processor.encode(pairs[i][1])
@@ -141,20 +142,13 @@ def test_a_malformed_line_deep_in_a_large_file_is_named_and_leaves_nothing(
     assert leftovers == []
 
 
-def test_token_dtype_is_the_smallest_that_fits() -> None:
-    assert token_dtype(256) == np.uint8
-    assert token_dtype(257) == np.uint16
-    assert token_dtype(65536) == np.uint16
-    assert token_dtype(65537) == np.uint32
-
-
 def test_manifest_records_the_source_and_tokenizer(
     corpus: tuple[Path, Path], tmp_path: Path
 ) -> None:
     train, model = corpus
     shards = open_pair_shards(train, model, tmp_path / "cache", workers=1)
     manifest = json.loads((shards.directory / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["source"]["path"] == str(train.resolve())
     assert manifest["source"]["size"] == train.stat().st_size
     assert len(manifest["tokenizer_sha256"]) == 64
