@@ -207,7 +207,7 @@ def worker_build(spec: dict[str, Any]) -> None:
         "shard_seconds": t3 - t2,
         "pairs": len(shards),
         "tokens": tokens,
-        "dtype": shards.manifest["dtype"],
+        "encoding": shards.manifest.get("encoding", "?"),
         "blank_lines": int(shards.manifest.get("blank_lines", 0)),
         "too_long": int(examples.num_too_long),
         "shard_dir": str(shards.directory),
@@ -483,7 +483,7 @@ def print_result(pairs: int, result: dict[str, Any]) -> None:
         f"{b['pairs_per_second']:,.0f} pairs/s, {b['tokens_per_second']:,.0f} tokens/s"
     )
     print(
-        f"  shards on disk     {b['shard_bytes'] / 1e6:.1f} MB ({b['dtype']}), "
+        f"  shards on disk     {b['shard_bytes'] / 1e6:.1f} MB ({b['encoding']}), "
         f"tokenizer {b['tokenizer_bytes'] / 1e3:.0f} kB"
     )
     print(
