@@ -76,9 +76,6 @@ MODULES: dict[str, tuple[str, bool]] = {
     "pyarrow": ("nothing here", False),
 }
 SEQLAB_MODULES = ("torch", "numpy", "sentencepiece", "sacrebleu", "tensorboard", "tqdm")
-# The GPU machine lacks these: a rehearsal blocks their import, so that it fails as the GPU
-# run would if an MT path imported them.
-REHEARSAL_BLOCKED = ("soundfile", "jiwer")
 TEST_CACHE_VARIABLE = "SEQLAB_TEST_CACHE_DIR"
 
 
@@ -324,15 +321,6 @@ class Check:
             entry = modules[name]
             state = entry["version"] if entry["ok"] else f"MISSING ({entry['error'][:80]})"
             self.say(f"  {name:<14} {state:<40} needed by {needed_by}")
-        blocked = list(REHEARSAL_BLOCKED) if self.plan.rehearsal else []
-        if blocked:
-            block_dir = self.work / "blocked_modules"
-            write_blocked_modules(block_dir, blocked)
-            self.env["PYTHONPATH"] = os.pathsep.join([str(block_dir), self.env["PYTHONPATH"]])
-            self.say(
-                f"  imports of {', '.join(blocked)} fail in this rehearsal, as on the GPU "
-                "machine, which lacks them"
-            )
         cuda = self.info["cuda"]
         torch_info = f"torch {self.info['torch']}, CUDA {cuda['version'] or 'none'}"
         if cuda["count"]:
@@ -348,7 +336,6 @@ class Check:
             "python": self.info["python"],
             "torch": self.info["torch"],
             "cuda": cuda,
-            "blocked_modules": blocked,
         }
         missing = [n for n in MODULES if not modules[n]["ok"]]
         gpu = f"{cuda['name']} x{cuda['count']}" if cuda["count"] else "no GPU"
@@ -691,15 +678,6 @@ def bf16_peak(device_name: str) -> tuple[float | None, str]:
                 break
             return peak, f"{peak:.0f} TFLOP/s (datasheet, matched {pattern!r})"
     return None, "n/a (not in this script's table)"
-
-
-def write_blocked_modules(directory: Path, names: list[str]) -> None:
-    """Writes modules named ``names`` whose import raises ModuleNotFoundError."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (directory / f"{name}.py").write_text(
-            f"raise ModuleNotFoundError('{name} is blocked by the gpu_check rehearsal')\n"
-        )
 
 
 def check_prepared(prepared: Path) -> str:

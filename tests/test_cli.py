@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from seqlab.cli import main
@@ -72,3 +75,20 @@ def test_decode_on_a_logdir_without_training_says_what_to_run(
     assert main(["decode", "--logdir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "seqlab train --experiment NAME" in err
+
+
+def test_text_models_need_no_speech_packages() -> None:
+    """The GPU machine of scripts/gpu_check.sh lacks soundfile and jiwer: seqlab imports them
+    only where speech models use them."""
+    code = (
+        "import sys\n"
+        "for name in ('soundfile', 'jiwer', 'scipy', 'scipy.signal'):\n"
+        "    sys.modules[name] = None  # any import of them fails\n"
+        "from seqlab.core.registry import get_experiment, list_experiments\n"
+        "assert len(list_experiments()) > 10\n"
+        "import seqlab.train.trainer, seqlab.export.predictor, seqlab.cli\n"
+        "get_experiment('mt.bible_en_es.transformer_tiny').task.build()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
