@@ -53,9 +53,10 @@ class LMExamples:
     """Per sequence: words of its line plus one EOS, counted at the line's first chunk."""
     texts: list[str]
     prompt_texts: list[str]
-    """Per line: what decoding is prompted with."""
+    """Per line: what decoding is prompted with (none for the training split)."""
     reference_texts: list[str]
-    """Per line: the true continuation of the prompt (empty for a prompt file)."""
+    """Per line: the true continuation of the prompt (empty for a prompt file; none for the
+    training split)."""
     rows: list[list[int]]
 
     def __len__(self) -> int:
@@ -158,11 +159,13 @@ class LMData(Configurable):
         lines = self._lines(split)
         if split == PROMPTS:
             return self.examples_from_texts(lines)
+        if split == "train":  # trained on, never decoded: no prompts or references
+            return self._tokenize(lines, [], [], pack=True)
         n = self.config.prompt_words
         words = [line.split() for line in lines]
         prompts = [" ".join(w[:n]) for w in words]
         references = [" ".join(w[n:]) for w in words]
-        return self._tokenize(lines, prompts, references, pack=split == "train")
+        return self._tokenize(lines, prompts, references, pack=False)
 
     def examples_from_texts(self, prompts: list[str]) -> LMExamples:
         """Examples whose whole texts are decoding prompts (a prompt file, ``seqlab infer``)."""
@@ -237,7 +240,11 @@ class LMData(Configurable):
             num_tokens=float((segment_ids > 0).sum()),
             num_words=float(sum(examples.num_words[s] for row in rows for s in row)),
             texts=[examples.texts[i] for i in first_lines],
-            prompt_texts=[examples.prompt_texts[i] for i in first_lines],
-            reference_texts=[examples.reference_texts[i] for i in first_lines],
+            prompt_texts=[
+                examples.prompt_texts[i] if examples.prompt_texts else "" for i in first_lines
+            ],
+            reference_texts=[
+                examples.reference_texts[i] if examples.reference_texts else "" for i in first_lines
+            ],
             indices=list(indices),
         )

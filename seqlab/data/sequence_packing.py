@@ -15,6 +15,7 @@ run every segment as a row of its own (:func:`segments_to_rows` / :func:`rows_to
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Sequence
 
 import torch
@@ -45,19 +46,29 @@ def pack_sequences(lengths: Sequence[int], row_length: int) -> list[list[int]]:
             )
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     rows: list[list[int]] = []
-    # (room left, row index), sorted, for the open rows.
-    open_rows: list[tuple[int, int]] = []
+    # Open rows by the room they have left: a min-heap of row indices per room, and the
+    # sorted rooms that have any. Best fit takes the smallest room that fits, and there the
+    # lowest row; the cost per sequence depends on row_length, not on the number of rows.
+    by_room: dict[int, list[int]] = {}
+    rooms: list[int] = []
     for index in order:
         length = lengths[index]
-        slot = bisect.bisect_left(open_rows, (length, -1))
-        if slot < len(open_rows):
-            room, row = open_rows.pop(slot)
+        slot = bisect.bisect_left(rooms, length)
+        if slot < len(rooms):
+            room = rooms[slot]
+            row = heapq.heappop(by_room[room])
+            if not by_room[room]:
+                rooms.pop(slot)
         else:
             room, row = row_length, len(rows)
             rows.append([])
         rows[row].append(index)
-        if room - length > 0:
-            bisect.insort(open_rows, (room - length, row))
+        left = room - length
+        if left > 0:
+            if not by_room.get(left):
+                by_room[left] = []
+                bisect.insort(rooms, left)
+            heapq.heappush(by_room[left], row)
     return rows
 
 

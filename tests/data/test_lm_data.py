@@ -58,6 +58,15 @@ def test_training_rows_are_packed_and_cut_to_the_row_length(data: LMData) -> Non
     assert sum(examples.num_words) == sum(len(t.split()) + 1 for t in examples.texts)
 
 
+def test_the_training_split_holds_no_prompts_or_references(data: LMData) -> None:
+    train = data.examples("train")
+    assert train.prompt_texts == [] and train.reference_texts == []
+    batch = data.collate(train, [0, 1])
+    assert batch.prompt_texts == ["", ""] and batch.reference_texts == ["", ""]
+    dev = data.examples("dev")
+    assert len(dev.prompt_texts) == len(dev.reference_texts) == len(dev.texts) > 0
+
+
 def test_collate_lays_out_segments_with_restarting_positions(data: LMData) -> None:
     examples = data.examples("train")
     row = next(r for r, segments in enumerate(examples.rows) if len(segments) >= 2)
