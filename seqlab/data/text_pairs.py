@@ -1,9 +1,12 @@
-"""Readers for parallel text: TSV (source TAB target) and JSONL ({"src": ..., "tgt": ...})."""
+"""Readers for parallel text: TSV (source TAB target), JSONL ({"src": ..., "tgt": ...}) and
+Parquet (string columns ``src`` and ``tgt``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class DataFormatError(ValueError):
@@ -22,6 +25,12 @@ def read_text_pairs(path: str | Path) -> list[tuple[str, str]]:
         UTF-8, empty text, bad JSON).
     """
     path = check_data_file(path)
+    if is_parquet_file(path):
+        return [
+            check_parquet_row(src, tgt, first + offset, path)
+            for first, rows in iter_parquet_rows(path)
+            for offset, (src, tgt) in enumerate(rows)
+        ]
     is_jsonl = is_jsonl_file(path)
     pairs: list[tuple[str, str]] = []
     with path.open("rb") as f:
@@ -42,6 +51,59 @@ def check_data_file(path: str | Path) -> Path:
 
 def is_jsonl_file(path: Path) -> bool:
     return path.suffix in (".jsonl", ".json")
+
+
+def is_parquet_file(path: Path) -> bool:
+    return path.suffix == ".parquet"
+
+
+PARQUET_COLUMNS = ("src", "tgt")
+
+
+def iter_parquet_rows(
+    path: Path, rows_per_batch: int = 20_000
+) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
+    """(number of the batch's first row, its (src, tgt) values) over a Parquet file, in
+    order, read a record batch at a time (rows are numbered from 1).
+
+    Raises:
+      DataFormatError: when the file is not Parquet or lacks the ``src``/``tgt`` columns.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataFormatError(
+            f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
+        ) from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises its own error types for a damaged file
+        raise DataFormatError(f"{path}: not a readable Parquet file ({e})") from None
+    names = table.schema_arrow.names
+    if not all(name in names for name in PARQUET_COLUMNS):
+        raise DataFormatError(
+            f"{path}: a Parquet file of pairs needs string columns 'src' and 'tgt'; it has {names}"
+        )
+    first = 1
+    for batch in table.iter_batches(batch_size=rows_per_batch, columns=list(PARQUET_COLUMNS)):
+        rows = list(zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True))
+        yield first, rows
+        first += len(rows)
+
+
+def check_parquet_row(src: Any, tgt: Any, row_no: int, path: Path) -> tuple[str, str]:
+    """A Parquet row's (source, target), stripped.
+
+    Raises:
+      DataFormatError: naming ``path``, the row and the column that is missing or empty.
+    """
+    for name, value in zip(PARQUET_COLUMNS, (src, tgt), strict=True):
+        if not isinstance(value, str):
+            raise DataFormatError(f"{path}: row {row_no}: column '{name}' is not a string")
+        if not value.strip():
+            side = "source" if name == "src" else "target"
+            raise DataFormatError(f"{path}: row {row_no}: empty {side} text")
+    return src.strip(), tgt.strip()
 
 
 def parse_pair_line(raw: bytes, line_no: int, path: Path, is_jsonl: bool) -> tuple[str, str] | None:

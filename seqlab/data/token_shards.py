@@ -40,7 +40,14 @@ import sentencepiece as spm
 
 from seqlab.core.atomic_files import write_atomic
 from seqlab.core.file_hash import sha256_of
-from seqlab.data.text_pairs import check_data_file, is_jsonl_file, parse_pair_line
+from seqlab.data.text_pairs import (
+    check_data_file,
+    check_parquet_row,
+    is_jsonl_file,
+    is_parquet_file,
+    iter_parquet_rows,
+    parse_pair_line,
+)
 from seqlab.data.varint import decode_varints, encode_varints, varint_sizes
 
 FORMAT_VERSION = 2
@@ -93,15 +100,30 @@ def iter_line_chunks(
             yield first, lines
 
 
+def iter_chunks(path: Path) -> Iterator[tuple[int, list[Any]]]:
+    """Chunks of a pairs file: raw lines (TSV, JSONL) or (src, tgt) rows (Parquet), each with
+    the number of its first line or row."""
+    if is_parquet_file(path):
+        return iter_parquet_rows(path, _CHUNK_LINES)
+    return iter_line_chunks(path)
+
+
+def parse_pair(item: Any, number: int, path: Path, is_jsonl: bool) -> tuple[str, str] | None:
+    """The pair of one chunk item (a raw line, or a Parquet row), None for a blank line."""
+    if isinstance(item, bytes):
+        return parse_pair_line(item, number, path, is_jsonl)
+    return check_parquet_row(item[0], item[1], number, path)
+
+
 def iter_pairs(path: Path, limit: int = 0) -> Iterator[tuple[str, str]]:
-    """The (source, target) pairs of a TSV or JSONL file, streamed; the first ``limit``
-    (0 = all)."""
+    """The (source, target) pairs of a TSV, JSONL or Parquet file, streamed; the first
+    ``limit`` (0 = all)."""
     path = check_data_file(path)
     is_jsonl = is_jsonl_file(path)
     count = 0
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            pair = parse_pair_line(raw, line_no, path, is_jsonl)
+    for first, items in iter_chunks(path):
+        for offset, item in enumerate(items):
+            pair = parse_pair(item, first + offset, path, is_jsonl)
             if pair is None:
                 continue
             yield pair
@@ -145,7 +167,7 @@ def _load_processor(model_path: str) -> None:
 
 
 def _encode_chunk(
-    task: tuple[str, int, list[bytes]],
+    task: tuple[str, int, list[Any]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Parses and encodes one chunk of lines.
 
@@ -158,8 +180,8 @@ def _encode_chunk(
     path = Path(path_text)
     is_jsonl = is_jsonl_file(path)
     sources, targets = [], []
-    for offset, raw in enumerate(lines):
-        pair = parse_pair_line(raw, first_line + offset, path, is_jsonl)
+    for offset, item in enumerate(lines):
+        pair = parse_pair(item, first_line + offset, path, is_jsonl)
         if pair is not None:
             sources.append(pair[0])
             targets.append(pair[1])
@@ -221,7 +243,7 @@ def build_pair_shards(
                     per_pair[name].append(value)
                 blank += skipped
 
-            for first, lines in iter_line_chunks(source):
+            for first, lines in iter_chunks(source):
                 pending.append(pool.apply_async(_encode_chunk, ((str(source), first, lines),)))
                 if len(pending) >= 2 * workers:  # bounded memory: a few chunks in flight
                     drain_one()

@@ -16,6 +16,7 @@ from seqlab.data.text_pairs import DataFormatError, read_text_pairs
 from seqlab.data.token_shards import (
     MANIFEST_FILE,
     file_fingerprint,
+    iter_pairs,
     open_pair_shards,
 )
 
@@ -152,3 +153,46 @@ def test_manifest_records_the_source_and_tokenizer(
     assert manifest["source"]["path"] == str(train.resolve())
     assert manifest["source"]["size"] == train.stat().st_size
     assert len(manifest["tokenizer_sha256"]) == 64
+
+
+def write_parquet(path: Path, pairs: list[tuple[object, object]], row_group_size: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {"src": [s for s, _ in pairs], "tgt": [t for _, t in pairs], "n": [1] * len(pairs)}
+    )
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def test_parquet_pairs_shard_like_the_same_tsv(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train, model = corpus
+    pairs = read_text_pairs(train)
+    parquet = tmp_path / "train.parquet"
+    write_parquet(parquet, pairs, row_group_size=700)
+    assert read_text_pairs(parquet) == pairs
+    from_tsv = open_pair_shards(train, model, tmp_path / "cache", workers=1)
+    from_parquet = open_pair_shards(parquet, model, tmp_path / "cache", workers=2)
+    assert len(from_parquet) == len(from_tsv) == 3000
+    for side in ("src", "tgt"):
+        assert from_parquet.lengths[side].tolist() == from_tsv.lengths[side].tolist()
+        for i in (0, 699, 700, 2999):
+            assert from_parquet.ids(side, i).tolist() == from_tsv.ids(side, i).tolist()
+
+
+def test_a_bad_parquet_row_or_schema_is_named(tmp_path: Path) -> None:
+    bad_row = tmp_path / "bad.parquet"
+    write_parquet(bad_row, [("a b", "c d")] * 30 + [("e f", "  ")], row_group_size=8)
+    with pytest.raises(DataFormatError, match=rf"^{bad_row}: row 31: empty target text$"):
+        read_text_pairs(bad_row)
+    missing = tmp_path / "null.parquet"
+    write_parquet(missing, [("a", "b"), (None, "c")], row_group_size=8)
+    with pytest.raises(DataFormatError, match=r"row 2: column 'src' is not a string"):
+        list(iter_pairs(missing))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"source": ["a"], "target": ["b"]}), other)
+    with pytest.raises(DataFormatError, match=r"needs string columns 'src' and 'tgt'; it has"):
+        read_text_pairs(other)
