@@ -270,6 +270,12 @@ class Check:
     def sets(self, *values: str) -> list[str]:
         return [a for value in values for a in ("--set", value)]
 
+    def train_base(self, device: str, max_steps: int, timeout: float) -> Completed:
+        """``seqlab train`` of transformer_base in the check's run directory on ``device``."""
+        sets = self.sets(*self.base_sets(device, max_steps))
+        command = self.seqlab("train", "--experiment", BASE, "--logdir", str(self.run_dir), *sets)
+        return self.run(command, timeout)
+
     def base_sets(self, device: str, max_steps: int) -> list[str]:
         """The overrides of part 2's run (and of part 5's resume, with another device)."""
         return [
@@ -404,15 +410,7 @@ class Check:
         if not self.needs(result, SEQLAB_MODULES):
             return result
         steps = self.plan.train_steps
-        command = self.seqlab(
-            "train",
-            "--experiment",
-            BASE,
-            "--logdir",
-            str(self.run_dir),
-            *self.sets(*self.base_sets(self.plan.device, steps)),
-        )
-        done = self.run(command, timeout)
+        done = self.train_base(self.plan.device, steps, timeout)
         if not done.ok:
             return result.fail(done.why())
         if f"training done at step {steps}" not in done.output:
@@ -536,15 +534,7 @@ class Check:
         if not any((self.run_dir / "checkpoints").glob("ckpt-*.pt")):
             return result.skip("no checkpoint from part 2")
         steps = self.plan.resume_steps
-        command = self.seqlab(
-            "train",
-            "--experiment",
-            BASE,
-            "--logdir",
-            str(self.run_dir),
-            *self.sets(*self.base_sets("cpu", steps)),
-        )
-        done = self.run(command, timeout)
+        done = self.train_base("cpu", steps, timeout)
         if not done.ok:
             return result.fail(done.why())
         resumed = re.search(r"resumed from (\S+) at step (\d+)", done.output)
