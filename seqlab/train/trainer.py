@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,8 @@ class Trainer:
         self.preset = preset
         self.logdir = logdir
         self.show_progress = show_progress and world.is_main
+        # Bars on a terminal; plain periodic lines where output goes to a file (a job log).
+        self.show_bars = self.show_progress and sys.stderr.isatty()
         # Rank 0 first prepares the corpus, tokenizer and shards in the shared caches.
         with self.parallel.main_first():
             self.context: RunContext = build_context(
@@ -467,7 +470,7 @@ class Trainer:
     def run_evals(self) -> None:
         def run(context: RunContext, suffix: str) -> None:
             for dataset in self.config.trainer.eval_datasets:
-                metrics = evaluate(context, dataset, show_progress=self.show_progress)
+                metrics = evaluate(context, dataset, show_progress=self.show_bars)
                 self.summaries.scalars(f"eval_{dataset}{suffix}", self.step, metrics)
                 tqdm.write(f"[seqlab] step {self.step} eval {dataset}{suffix}: " + _fmt(metrics))
 
@@ -479,7 +482,7 @@ class Trainer:
         def run(context: RunContext, suffix: str) -> None:
             for dataset in tc.decode_datasets:
                 results, metrics = decode_dataset(
-                    context, dataset, limit=tc.decode_limit, show_progress=self.show_progress
+                    context, dataset, limit=tc.decode_limit, show_progress=self.show_bars
                 )
                 job = f"decode_{dataset}{suffix}"
                 write_decode_outputs(self.logdir / job, self.step, results, metrics)
@@ -505,10 +508,13 @@ class Trainer:
         self._stop_requested = True
         tqdm.write(f"[seqlab] signal {signum}: saving a checkpoint after this step, then exiting")
 
-    def _log(self, metrics: dict[str, float], bar: Any, elapsed: float, tokens: float) -> None:
+    def _log(
+        self, metrics: dict[str, float], bar: Any, elapsed: float, tokens: float, steps: int
+    ) -> None:
+        """Writes the step's summaries, and shows them on the bar or as a plain line."""
         tc = self.config.trainer
         metrics["tokens_per_second"] = tokens / elapsed
-        metrics["steps_per_second"] = tc.log_every_steps / elapsed
+        metrics["steps_per_second"] = steps / elapsed
         metrics["epoch"] = float(self._epoch)
         # The input pipeline must never be the bottleneck (docs/benchmarks.md).
         metrics["data_wait_seconds"] = self.data_wait_seconds
@@ -522,6 +528,14 @@ class Trainer:
             data_wait=f"{metrics['data_wait_fraction']:.1%}",
             epoch=self._epoch,
         )
+        if self.show_progress and not self.show_bars:
+            remaining = (tc.max_steps - self.step) / max(metrics["steps_per_second"], 1e-9)
+            eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining < 86400 else ">1d"
+            tqdm.write(
+                f"[seqlab] step {self.step}/{tc.max_steps} loss={metrics['loss']:.4f} "
+                f"lr={metrics['learning_rate']:.3g} tokens/s={metrics['tokens_per_second']:.0f} "
+                f"data_wait={metrics['data_wait_fraction']:.1%} epoch={self._epoch} eta={eta}"
+            )
 
     def train(self) -> int:
         """Trains to ``max_steps``; returns the final step."""
@@ -538,7 +552,7 @@ class Trainer:
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }
         last_save = time.time()
-        window_tokens, window_start = 0.0, time.time()
+        window_tokens, window_steps, window_start = 0.0, 0, time.time()
         self.data_wait_seconds = 0.0
         if 0 < tc.max_train_seconds <= self.train_seconds:
             tqdm.write(f"[seqlab] trainer.max_train_seconds already spent at step {self.step}")
@@ -548,7 +562,7 @@ class Trainer:
             initial=self.step,
             desc="train",
             unit="step",
-            disable=not self.show_progress,
+            disable=not self.show_bars,
             dynamic_ncols=True,
         )
         self._batches = BatchPrefetcher(self._next_micro_batch, self._prefetch_depth())
@@ -567,11 +581,12 @@ class Trainer:
                         f"step {self.step}"
                     )
                 window_tokens += metrics["tokens"]
+                window_steps += 1
                 bar.update(1)
                 if self.step % tc.log_every_steps == 0 or self.step == tc.max_steps:
                     elapsed = max(time.time() - window_start, 1e-9)
-                    self._log(metrics, bar, elapsed, window_tokens)
-                    window_tokens, window_start = 0.0, time.time()
+                    self._log(metrics, bar, elapsed, window_tokens, window_steps)
+                    window_tokens, window_steps, window_start = 0.0, 0, time.time()
                     self.data_wait_seconds = 0.0
                 due_steps = (
                     tc.checkpoint_every_steps > 0 and self.step % tc.checkpoint_every_steps == 0
@@ -582,10 +597,13 @@ class Trainer:
                 if due_steps or due_time:
                     self.save()
                     last_save = time.time()
+                evaluation_start = time.time()
                 if tc.eval_every_steps > 0 and self.step % tc.eval_every_steps == 0:
                     self.run_evals()
                 if tc.decode_every_steps > 0 and self.step % tc.decode_every_steps == 0:
                     self.run_decodes()
+                # Evals and decodes are not training time: tokens/s leaves them out.
+                window_start += time.time() - evaluation_start
             if self._saved_step != self.step:
                 self.save()
         finally:

@@ -8,12 +8,15 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from seqlab.core.registry import get_experiment
 from seqlab.train.checkpoint import decode_checkpoint, encode_checkpoint, load_checkpoint
 from seqlab.train.run_context import TRAINING_DATA_FILE, LogdirError
 from seqlab.train.trainer import Trainer
@@ -243,3 +246,38 @@ def test_resuming_after_the_training_file_changed_is_refused(
     message = str(info.value)
     assert f"{mine.resolve()} changed" in message and "new --logdir" in message
     assert "\n" not in message
+
+
+def test_a_log_file_gets_plain_lines_and_evaluation_time_is_not_training_time(
+    bible_cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output that is not a terminal (pytest's capture here, a job's log file in use) gets one
+    plain line per log interval instead of bar updates; a decode between two log lines does
+    not count towards that window's tokens/s."""
+    config = get_experiment("mt.bible_en_es.transformer_tiny")
+    config.apply_overrides(
+        [
+            f"data.cache_dir={bible_cache_dir}",
+            "data.train_limit=200",
+            "data.max_tokens=256",
+            "trainer.max_steps=8",
+            "trainer.log_every_steps=2",
+            "trainer.checkpoint_every_steps=0",
+            "trainer.eval_every_steps=0",
+            "trainer.decode_every_steps=3",
+        ]
+    )
+    trainer = Trainer(config, tmp_path, show_progress=True)
+    assert not trainer.show_bars
+    trainer.run_decodes = lambda: time.sleep(2.0)  # type: ignore[method-assign]
+    trainer.train()
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("[seqlab] step ")]
+    assert [line.split()[2] for line in lines] == ["2/8", "4/8", "6/8", "8/8"], out
+    assert all("loss=" in line and "tokens/s=" in line and "eta=" in line for line in lines)
+    assert "\r" not in err  # no bar updates in a log file
+    events = EventAccumulator(str(tmp_path / "train"))
+    events.Reload()
+    rates = [e.value for e in events.Scalars("steps_per_second")]
+    # The windows holding a 2 s "decode" (after steps 3 and 6) run at the others' pace.
+    assert min(rates) > 2 / 2.0, rates
