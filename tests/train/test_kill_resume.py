@@ -28,7 +28,8 @@ MAX_STEPS = 60
 EVERY = 10
 NUM_RANDOM_KILLS = 4
 KILL_SEED = 1234
-PROGRESS = re.compile(rf"(\d+)/{MAX_STEPS} \[")
+# The plain progress line training prints when its output goes to a file.
+PROGRESS = re.compile(rf"\[seqlab\] step (\d+)/{MAX_STEPS} ")
 
 
 def train_command(logdir: Path, cache_dir: Path, max_steps: int = MAX_STEPS) -> list[str]:
@@ -42,6 +43,7 @@ def train_command(logdir: Path, cache_dir: Path, max_steps: int = MAX_STEPS) -> 
         "trainer.eval_every_steps=0",
         "trainer.decode_every_steps=0",
         "trainer.num_threads=1",
+        "trainer.log_every_steps=1",
     ]
     sets = [a for o in overrides for a in ("--set", o)]
     return [
@@ -86,7 +88,7 @@ def kill_at(proc: subprocess.Popen[bytes], delay: float) -> bool:
 
 
 def kill_at_step(proc: subprocess.Popen[bytes], log: Path, step: int, delay: float) -> bool:
-    """SIGKILLs ``proc`` ``delay`` seconds after its progress bar reaches ``step``."""
+    """SIGKILLs ``proc`` ``delay`` seconds after its progress lines reach ``step``."""
     while proc.poll() is None:
         shown = PROGRESS.findall(log.read_text(errors="replace"))
         if shown and int(shown[-1]) >= step:
@@ -184,9 +186,9 @@ def test_sigterm_saves_current_step_and_exits_zero(cache_dir: Path, tmp_path: Pa
     command += ["--set", "trainer.checkpoint_every_steps=0"]
     log = tmp_path / "output.txt"
     proc = start(command, log)
-    # Waits until training runs (the progress bar reports steps), then stops it.
+    # Waits until training runs (a progress line reports a step), then stops it.
     deadline = time.time() + 120
-    while "step/s" not in log.read_text(errors="replace"):
+    while "[seqlab] step " not in log.read_text(errors="replace"):
         assert proc.poll() is None and time.time() < deadline, tail(log)
         time.sleep(0.05)
     time.sleep(0.5)
