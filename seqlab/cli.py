@@ -97,6 +97,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         examples = data.examples("train")
         shards = getattr(examples, "shards", None)
         where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
+        if getattr(data.config, "streaming", False):
+            where = "streamed from " + ", ".join(str(f) for f in examples.files)
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")
         return 0
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()

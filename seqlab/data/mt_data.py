@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from seqlab.core.config import Config, Configurable, param
+from seqlab.core.config import Config, ConfigError, Configurable, param
+from seqlab.core.file_hash import sha256_of
 from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.batching import BatchStream, make_batches
@@ -20,7 +22,13 @@ from seqlab.data.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
     train_or_load_sentencepiece_from_files,
 )
-from seqlab.data.text_pairs import read_text_pairs
+from seqlab.data.streamed_pairs import (
+    PairStream,
+    StreamedPairs,
+    resolve_stream_files,
+    streaming_identity,
+)
+from seqlab.data.text_pairs import check_data_file, read_text_pairs
 from seqlab.data.token_shards import (
     PairShards,
     file_fingerprint,
@@ -119,6 +127,15 @@ class ShardedPairs:
         """Per-example max(source + EOS, target + 1) in tokens."""
         return self._lengths
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies these pairs: the shard set, its source file and tokenizer."""
+        manifest = self.shards.manifest
+        return {
+            "data": str(self.shards.directory),
+            "sources": [manifest["source"]],
+            "tokenizer_sha256": manifest["tokenizer_sha256"],
+        }
+
 
 class MTData(Configurable):
     """Parallel text from a built-in corpus or the user's own TSV/JSONL files."""
@@ -145,6 +162,17 @@ class MTData(Configurable):
         eval_limit: int = param(0, doc="Use only the first N dev/test pairs (0 = all).")
         num_workers: int = param(
             0, doc="Processes that tokenize the training file into shards (0 = one per core)."
+        )
+        streaming: bool = param(
+            False,
+            doc="Read the training pairs from the files as training goes, a window at a time, "
+            "instead of tokenizing them into shards first; train_path may then be a directory "
+            "or a glob pattern of several files.",
+        )
+        stream_window: int = param(
+            100_000,
+            doc="Streaming: pairs shuffled and bucketed by length together (the memory taken "
+            "grows with it, not with the corpus).",
         )
 
     def __init__(self, config: Config) -> None:
@@ -187,9 +215,10 @@ class MTData(Configurable):
             self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
             self.tokenizer_path = model_path
             return self.tokenizer
-        train = self.paths()["train"]
+        train = self.train_files()
         limit = self.config.train_limit
-        key = f"pairs:{file_fingerprint(train, self.cache_dir / 'shards')['sha256']}:{limit}"
+        shas = ":".join(f["sha256"] for f in self.train_fingerprints())
+        key = f"pairs:{shas}:{limit}"
 
         def write_sentences(directory: Path) -> list[Path]:
             # Sources, then targets (the order of the pairs' texts in memory before shards),
@@ -203,6 +232,18 @@ class MTData(Configurable):
             self.config.tokenizer, key, write_sentences, self.cache_dir / "tokenizers"
         )
         return self.tokenizer
+
+    def train_files(self) -> list[Path]:
+        """The training files: ``train_path`` (or the corpus's), which in streaming mode may
+        be a directory or a glob pattern."""
+        train = self.paths()["train"]
+        if self.config.streaming:
+            return resolve_stream_files(str(train))
+        return [check_data_file(train)]
+
+    def train_fingerprints(self) -> list[dict[str, Any]]:
+        """Path, size, mtime and content hash of each training file (hashed once, cached)."""
+        return [file_fingerprint(f, self.cache_dir / "shards") for f in self.train_files()]
 
     def tokenizer_texts(self) -> list[str]:
         """The texts a tokenizer trains on: every training source, then every target.
@@ -226,6 +267,20 @@ class MTData(Configurable):
         """
         if self.tokenizer is None or self.tokenizer_path is None:
             raise RuntimeError("call load_tokenizer() first")
+        if split == "train" and self.config.streaming:
+            if self.config.train_limit > 0:
+                raise ConfigError(
+                    "data.train_limit is not supported with data.streaming; use a shorter file"
+                )
+            return StreamedPairs(
+                self.train_files(),
+                self.tokenizer,
+                self.config.reverse,
+                self.config.max_length,
+                identity=streaming_identity(
+                    self.train_fingerprints(), sha256_of(self.tokenizer_path)
+                ),
+            )
         if split == "train":
             shards = open_pair_shards(
                 self.paths()["train"],
@@ -252,7 +307,11 @@ class MTData(Configurable):
             target_text=[pairs[i][1] for i in keep],
         )
 
-    def train_stream(self, examples: MTExamples | ShardedPairs, seed: int) -> BatchStream:
+    def train_stream(
+        self, examples: MTExamples | ShardedPairs | StreamedPairs, seed: int
+    ) -> BatchStream | PairStream:
+        if isinstance(examples, StreamedPairs):
+            return PairStream(examples, self.config.stream_window, self.config.max_tokens, seed)
         return BatchStream(examples.lengths(), self.config.max_tokens, seed)
 
     def eval_batches(self, examples: MTExamples) -> list[list[int]]:

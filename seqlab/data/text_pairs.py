@@ -61,10 +61,11 @@ PARQUET_COLUMNS = ("src", "tgt")
 
 
 def iter_parquet_rows(
-    path: Path, rows_per_batch: int = 20_000
+    path: Path, rows_per_batch: int = 20_000, start_row: int = 0
 ) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
     """(number of the batch's first row, its (src, tgt) values) over a Parquet file, in
-    order, read a record batch at a time (rows are numbered from 1).
+    order from row ``start_row`` (0-based), read a record batch at a time (rows are numbered
+    from 1). Row groups before ``start_row`` are not read.
 
     Raises:
       DataFormatError: when the file is not Parquet or lacks the ``src``/``tgt`` columns.
@@ -84,8 +85,25 @@ def iter_parquet_rows(
         raise DataFormatError(
             f"{path}: a Parquet file of pairs needs string columns 'src' and 'tgt'; it has {names}"
         )
-    first = 1
-    for batch in table.iter_batches(batch_size=rows_per_batch, columns=list(PARQUET_COLUMNS)):
+    groups, first = [], 0
+    for index in range(table.num_row_groups):
+        rows_in_group = table.metadata.row_group(index).num_rows
+        if first + rows_in_group > start_row or groups:
+            groups.append(index)
+        else:
+            first += rows_in_group
+    skip = start_row - first
+    first += 1
+    batches = table.iter_batches(
+        batch_size=rows_per_batch, row_groups=groups, columns=list(PARQUET_COLUMNS)
+    )
+    for batch in batches if groups else ():
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            first += batch.num_rows
+            continue
+        batch = batch.slice(skip)
+        first, skip = first + skip, 0
         rows = list(zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True))
         yield first, rows
         first += len(rows)

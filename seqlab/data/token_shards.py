@@ -31,7 +31,7 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,23 +133,35 @@ def iter_pairs(path: Path, limit: int = 0) -> Iterator[tuple[str, str]]:
 
 
 def write_pair_sample(
-    path: Path, limit: int, max_pairs: int, seed: int, source_out: Path, target_out: Path
+    paths: Path | Sequence[Path],
+    limit: int,
+    max_pairs: int,
+    seed: int,
+    source_out: Path,
+    target_out: Path,
 ) -> int:
-    """Writes the sources and the targets of the first ``limit`` pairs (0 = all) to two text
-    files, one sentence a line: every pair, or a seeded sample of ``max_pairs`` of them in
-    file order. Two passes over the file; memory holds one flag per pair.
+    """Writes the sources and the targets of the first ``limit`` pairs (0 = all) of the files
+    (one after the other) to two text files, one sentence a line: every pair, or a seeded
+    sample of ``max_pairs`` of them in file order. Two passes over the files; memory holds one
+    flag per pair.
 
     Returns:
       The number of pairs written.
     """
-    total = sum(1 for _ in iter_pairs(path, limit))
+    files = [paths] if isinstance(paths, Path) else list(paths)
+
+    def iter_all() -> Iterator[tuple[str, str]]:
+        pairs = itertools.chain.from_iterable(iter_pairs(path) for path in files)
+        return itertools.islice(pairs, limit or None)
+
+    total = sum(1 for _ in iter_all())
     keep = None
     if total > max_pairs:
         keep = np.zeros(total, dtype=bool)
         keep[np.random.default_rng(seed).choice(total, size=max_pairs, replace=False)] = True
     written = 0
     with source_out.open("w") as source, target_out.open("w") as target:
-        for index, (src, tgt) in enumerate(iter_pairs(path, limit)):
+        for index, (src, tgt) in enumerate(iter_all()):
             if keep is None or keep[index]:
                 source.write(src + "\n")
                 target.write(tgt + "\n")
@@ -164,6 +176,14 @@ _PROCESSOR: spm.SentencePieceProcessor | None = None
 def _load_processor(model_path: str) -> None:
     global _PROCESSOR
     _PROCESSOR = spm.SentencePieceProcessor(model_file=model_path)
+
+
+def flatten_ids(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(every id of ``ids`` concatenated [sum of lengths], each list's length [len(ids)]),
+    both int64."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths
 
 
 def _encode_chunk(
@@ -187,11 +207,7 @@ def _encode_chunk(
             targets.append(pair[1])
     out: list[np.ndarray] = []
     for texts in (sources, targets):
-        ids = _PROCESSOR.encode(texts)
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(
-            itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())
-        )
+        flat, lengths = flatten_ids(_PROCESSOR.encode(texts))
         token_bytes = np.concatenate(([0], np.cumsum(varint_sizes(flat))))
         token_ends = np.cumsum(lengths)
         sizes = token_bytes[token_ends] - token_bytes[token_ends - lengths]

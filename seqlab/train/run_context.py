@@ -107,43 +107,43 @@ def build_context(
 
 
 def training_data_identity(examples: Any) -> dict[str, Any] | None:
-    """What identifies the training examples a run reads: its shard set (the source file's
-    path, size and content hash, the tokenizer's hash), or None for data held in memory."""
-    shards = getattr(examples, "shards", None)
-    if shards is None:
-        return None
-    manifest = shards.manifest
-    return {
-        "shard_set": str(shards.directory),
-        "source": manifest["source"],
-        "tokenizer_sha256": manifest["tokenizer_sha256"],
-    }
+    """What identifies the training examples a run reads (``data``: its shard set or stream
+    key; ``sources``: each file's path, size and content hash; the tokenizer's hash), or None
+    for data held in memory."""
+    identity = getattr(examples, "identity", None)
+    return identity() if identity is not None else None
 
 
 def check_training_data(logdir: Path, identity: dict[str, Any] | None, resuming: bool) -> None:
     """Records the run's training data in the logdir, or, when ``resuming``, refuses data
-    other than the one recorded (an edited training file, another tokenizer).
+    other than the one recorded (an edited training file, another tokenizer, shards instead
+    of streaming).
 
     Raises:
-      LogdirError: naming both shard sets and what differs.
+      LogdirError: naming both data keys and what differs.
     """
     path = logdir / TRAINING_DATA_FILE
     if identity is None:
         return
     if resuming and path.is_file():
         recorded = json.loads(path.read_text())
-        if recorded.get("shard_set") != identity["shard_set"]:
-            source, old = identity["source"], recorded.get("source", {})
-            what = (
-                f"{source['path']} changed (sha256 {old.get('sha256', '?')[:12]} -> "
-                f"{source['sha256'][:12]})"
-                if old.get("sha256") != source["sha256"]
-                else "the tokenizer changed"
-            )
+        # Files written before streaming existed name one "source" and its "shard_set".
+        recorded_data = recorded.get("data", recorded.get("shard_set"))
+        if recorded_data != identity["data"]:
+            old = {s.get("path"): s for s in recorded.get("sources", [recorded.get("source", {})])}
+            changed = [
+                f"{s['path']} changed (sha256 {old[s['path']].get('sha256', '?')[:12]} -> "
+                f"{s['sha256'][:12]})"
+                for s in identity["sources"]
+                if s["path"] in old and old[s["path"]].get("sha256") != s["sha256"]
+            ]
+            if recorded.get("tokenizer_sha256") != identity["tokenizer_sha256"]:
+                changed.append("the tokenizer changed")
+            what = "; ".join(changed) or "other files, or shards instead of streaming"
             raise LogdirError(
-                f"{path} records training data {recorded.get('shard_set')}, but this run "
-                f"reads {identity['shard_set']}: {what}; resume with the data the run started "
-                f"with, or train in a new --logdir"
+                f"{path} records training data {recorded_data}, but this run reads "
+                f"{identity['data']}: {what}; resume with the data the run started with, or "
+                f"train in a new --logdir"
             )
         return
     logdir.mkdir(parents=True, exist_ok=True)

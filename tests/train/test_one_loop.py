@@ -238,7 +238,7 @@ def test_resuming_after_the_training_file_changed_is_refused(
     trainer = tiny_mt_trainer(run, f"data.train_path={mine}", "trainer.max_steps=2")
     assert trainer.train() == 2
     recorded = json.loads((run / TRAINING_DATA_FILE).read_text())
-    assert recorded["source"]["path"] == str(mine.resolve())
+    assert recorded["sources"][0]["path"] == str(mine.resolve())
     with mine.open("a") as f:
         f.write("And it was so.\tY fue así.\n")
     with pytest.raises(LogdirError) as info:
