@@ -24,6 +24,12 @@ Prints the results and the issue's targets (set for 5M pairs) as met / not met.
     python bench/data_scale.py --work /data/scale --output scale.json        # 1M and 5M
     python bench/data_scale.py --work /tmp/s --pairs 20000,50000 --steps 5   # a rehearsal
     python bench/data_scale.py --work /data/scale --pairs 40000000 --write-only
+    python bench/data_scale.py --work /data/scale --pairs 1000000,40000000 --streaming \
+        --nproc 1 --steps 200                    # memory against corpus size, streaming
+
+With ``--streaming`` the first start computes only the content hash and the tokenizer, and
+the second starts train with ``data.streaming=true``: the memory they take should not grow
+with the corpus.
 """
 
 from __future__ import annotations
@@ -79,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--build-workers", type=int, default=0, help="data.num_workers (0 = one per core)."
     )
     p.add_argument("--pipeline-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Train in streaming mode (data.streaming) instead of from shards; no size limit.",
+    )
+    p.add_argument("--stream-window", type=int, default=100_000, help="data.stream_window.")
     p.add_argument("--set", action="append", default=[], help="Extra config override.")
     p.add_argument("--output", default="", help="Also write the results as JSON here.")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)  # build | train
@@ -197,6 +209,14 @@ def worker_build(spec: dict[str, Any]) -> None:
     data.load_tokenizer()
     t2 = time.perf_counter()
     peak_after_tokenizer = peak_rss_bytes()
+    if data.config.streaming:  # nothing more is built up front
+        result = {
+            "hash_seconds": t1 - t0,
+            "tokenizer_seconds": t2 - t1,
+            "peak_rss": peak_rss_bytes(),
+        }
+        Path(spec["result"]).write_text(json.dumps(result))
+        return
     examples = data.examples("train")
     t3 = time.perf_counter()
     shards = examples.shards
@@ -384,6 +404,35 @@ def second_start(
     return out
 
 
+def first_start(base: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Runs the build worker (a first start) in its own process; its results."""
+    spec_path = run_dir / "build.spec.json"
+    spec_path.write_text(json.dumps({**base, "result": str(run_dir / "build.json")}))
+    started = time.perf_counter()
+    command = [sys.executable, __file__, "--worker", "build", "--spec", str(spec_path)]
+    run_logged(command, run_dir / "build.log", worker_env())
+    build = json.loads((run_dir / "build.json").read_text())
+    build["process_seconds"] = time.perf_counter() - started
+    return build
+
+
+def measure_streaming(
+    args: argparse.Namespace, corpus: dict[str, Any], bible: dict[str, Path], run_dir: Path
+) -> dict[str, Any]:
+    """Streaming mode: a first start (content hash and tokenizer, nothing else is built),
+    then training from the text file a window at a time."""
+    cache = run_dir / "cache"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    streaming = ["data.streaming=true", f"data.stream_window={args.stream_window}"]
+    base = {
+        "experiment": args.experiment,
+        "overrides": overrides(args, Path(corpus["path"]), bible, cache) + streaming,
+    }
+    build = first_start(base, run_dir)
+    runs = [second_start(args, base, run_dir, int(n)) for n in args.nproc.split(",")]
+    return {"corpus": corpus, "build": build, "train": runs, "streaming": True}
+
+
 def measure_size(
     args: argparse.Namespace, corpus: dict[str, Any], bible: dict[str, Path], run_dir: Path
 ) -> dict[str, Any]:
@@ -394,13 +443,7 @@ def measure_size(
         "experiment": args.experiment,
         "overrides": overrides(args, Path(corpus["path"]), bible, cache),
     }
-    spec_path = run_dir / "build.spec.json"
-    spec_path.write_text(json.dumps({**base, "result": str(run_dir / "build.json")}))
-    started = time.perf_counter()
-    command = [sys.executable, __file__, "--worker", "build", "--spec", str(spec_path)]
-    run_logged(command, run_dir / "build.log", worker_env())
-    build = json.loads((run_dir / "build.json").read_text())
-    build["process_seconds"] = time.perf_counter() - started
+    build = first_start(base, run_dir)
     build["total_seconds"] = (
         build["hash_seconds"] + build["tokenizer_seconds"] + build["shard_seconds"]
     )
@@ -470,7 +513,39 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def print_training(result: dict[str, Any]) -> None:
+    for r in result["train"]:
+        peaks = ", ".join(f"{p / MB:.0f}" for p in r["peak_rss_per_process"])
+        print(
+            f"  second start x{r['nproc']}    first step {r['start_to_first_step_seconds']:.1f} s "
+            f"after launch ({r['trainer_to_first_step_seconds']:.1f} s after Trainer(); imports "
+            f"{r['imports_seconds']:.1f} s, Trainer() {r['trainer_init_seconds']:.1f} s); "
+            f"{r['tokens_per_second']:,.0f} tokens/s, data_wait {r['data_wait_fraction']:.2%}, "
+            f"peak RSS {peaks} MB"
+        )
+        if "pipeline" in r:
+            p = r["pipeline"]
+            print(
+                f"  input pipeline     {p['tokens_per_second']:,.0f} tokens/s "
+                f"({p['tokens_per_second'] / r['tokens_per_second']:.1f}x training; "
+                f"{p['batches']:,} batches; first batch {p['plan_seconds']:.2f} s)"
+            )
+
+
+def print_streaming(pairs: int, result: dict[str, Any]) -> None:
+    c, b = result["corpus"], result["build"]
+    print(f"\n== {pairs:,} pairs, streaming: {c['bytes'] / 1e6:,.0f} MB of text ==")
+    print(
+        f"  first start        hash {b['hash_seconds']:.1f} s + tokenizer "
+        f"{b['tokenizer_seconds']:.1f} s; peak RSS {b['peak_rss'] / MB:.0f} MB"
+    )
+    print_training(result)
+
+
 def print_result(pairs: int, result: dict[str, Any]) -> None:
+    if result.get("streaming"):
+        print_streaming(pairs, result)
+        return
     c, b = result["corpus"], result["build"]
     print(
         f"\n== {pairs:,} pairs: {c['bytes'] / 1e6:.0f} MB of text, "
@@ -491,22 +566,7 @@ def print_result(pairs: int, result: dict[str, Any]) -> None:
         f"{b['peak_rss_after_tokenizer'] / MB:.0f} MB); largest worker "
         f"{b['peak_rss_largest_worker'] / MB:.0f} MB"
     )
-    for r in result["train"]:
-        peaks = ", ".join(f"{p / MB:.0f}" for p in r["peak_rss_per_process"])
-        print(
-            f"  second start x{r['nproc']}    first step {r['start_to_first_step_seconds']:.1f} s "
-            f"after launch ({r['trainer_to_first_step_seconds']:.1f} s after Trainer(); imports "
-            f"{r['imports_seconds']:.1f} s, Trainer() {r['trainer_init_seconds']:.1f} s); "
-            f"{r['tokens_per_second']:,.0f} tokens/s, data_wait {r['data_wait_fraction']:.2%}, "
-            f"peak RSS {peaks} MB"
-        )
-        if "pipeline" in r:
-            p = r["pipeline"]
-            print(
-                f"  input pipeline     {p['tokens_per_second']:,.0f} tokens/s "
-                f"({p['tokens_per_second'] / r['tokens_per_second']:.1f}x training; "
-                f"{p['batches']:,} batches; epoch plan {p['plan_seconds']:.2f} s)"
-            )
+    print_training(result)
     print("  targets (set for 5M pairs):")
     for name, value, met in targets(result):
         verdict = "n/a" if met is None else ("met" if met else "NOT MET")
@@ -536,7 +596,10 @@ def run(args: argparse.Namespace) -> None:
         corpus = write_synthetic(bible["train"], pairs, args.seed, work / "corpora" / name)
         print(f"# {corpus['path']}: {corpus['bytes'] / 1e6:,.0f} MB", flush=True)
         entry: dict[str, Any] = {"corpus": corpus}
-        if not args.write_only and pairs <= args.measure_max_pairs:
+        if not args.write_only and args.streaming:
+            entry = measure_streaming(args, corpus, bible, work / "runs" / f"stream-{pairs}")
+            print_result(pairs, entry)
+        elif not args.write_only and pairs <= args.measure_max_pairs:
             entry = measure_size(args, corpus, bible, work / "runs" / str(pairs))
             entry["targets"] = [
                 {"target": t, "measured": v, "met": m} for t, v, m in targets(entry)
