@@ -342,10 +342,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.weight_noise.applied(self.step):
             problem, global_loss, sums = self._accumulate_gradients(micro_batches)
-            grad_norm = None
+            grad_norm, overflow = None, False
             if problem is None:
                 problem, grad_norm = self._clip_gradients(global_loss)
-        self._apply_update(problem)
+                # The loss is finite, so the problem is a non-finite gradient: with float16's
+                # loss scaler, an overflow the scaler handles.
+                overflow = problem is not None and self.scaler.is_enabled()
+        self._apply_update(problem, overflow)
         self.step += 1
         set_quantization_step(self.task, self.step)
         self._stream_state = micro_batches[-1].stream_state
@@ -432,14 +435,14 @@ class Trainer:
             torch.nn.utils.clip_grads_with_norm_(self.params, tc.clip_gradient_norm, grad_norm)
         return problem, grad_norm
 
-    def _apply_update(self, problem: str | None) -> None:
+    def _apply_update(self, problem: str | None, overflow: bool) -> None:
         """Steps the optimizer, or handles ``problem`` by trainer.nan_policy.
 
-        With float16's loss scaler, an overflowing gradient is expected now and then: the
-        scaler skips that update and lowers its scale, whatever the policy.
+        With float16's loss scaler, an ``overflow`` (a non-finite gradient of a finite loss)
+        is expected now and then: the scaler skips that update and lowers its scale, whatever
+        the policy.
         """
         tc = self.config.trainer
-        overflow = self.scaler.is_enabled() and problem is not None and "gradient" in problem
         if problem is not None and not overflow:
             if tc.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
