@@ -67,3 +67,31 @@ def test_infer_refuses_text_input_for_speech_model_without_files(
     assert "--input a.wav" in capsys.readouterr().err
     assert main(["infer", "--logdir", str(logdir), "--input", str(tmp_path / "no.wav")]) == 1
     assert "audio file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name", ["asr.flite_bible.conformer_ctc_tiny", "asr.flite_bible.conformer_ctc_small"]
+)
+def test_frames_meet_the_positions_at_the_same_scale(
+    tiny_speech_corpus: dict[str, Path], name: str
+) -> None:
+    """At initialisation, the subsampled frames of real speech, as the encoder gets them, are
+    about as large as the sinusoidal positions added to them (unscaled they were 6x smaller,
+    and training sat on CTC's all-blank plateau)."""
+    import torch
+
+    from seqlab.data.audio_files import read_audio
+    from seqlab.quant.qat import build_task
+
+    config = get_experiment(name)
+    torch.manual_seed(0)
+    task = build_task(config.task, config.quant).eval()
+    manifest = [json.loads(x) for x in tiny_speech_corpus["train"].read_text().splitlines()]
+    audio = torch.from_numpy(
+        read_audio(tiny_speech_corpus["train"].parent / manifest[0]["audio"], 16000)
+    )[None]
+    with torch.no_grad():
+        frames, _ = task.featurize(audio, torch.zeros_like(audio))
+        positions = task.positions(frames.shape[1])
+    ratio = float((frames * task.frame_scale).std() / positions.std())
+    assert 0.5 < ratio < 3.0, ratio
