@@ -49,6 +49,7 @@ from seqlab.train.run_context import (
     training_data_identity,
     write_config_files,
 )
+from seqlab.train.run_status import clear_finished, mark_finished
 from seqlab.train.summaries import Summaries
 from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
@@ -173,6 +174,8 @@ class Trainer:
         self.train_seconds = 0.0
         self._saved_step: int | None = None
         self._stop_requested = False
+        # Why training ended for good ("" while it runs, or when stopped by a signal).
+        self.stop_reason = ""
         # The stream position after the last batch trained on (batches made ahead excluded).
         self._stream_state: dict[str, Any] = copy.deepcopy(self.stream.state_dict())
         self._epoch = 0
@@ -548,6 +551,7 @@ class Trainer:
                 tqdm.write(f"[seqlab] {summary}")
         if self.world.is_main:
             write_config_files(self.config, self.logdir, self.preset)
+            clear_finished(self.logdir)
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }
@@ -555,7 +559,8 @@ class Trainer:
         window_tokens, window_steps, window_start = 0.0, 0, time.time()
         self.data_wait_seconds = 0.0
         if 0 < tc.max_train_seconds <= self.train_seconds:
-            tqdm.write(f"[seqlab] trainer.max_train_seconds already spent at step {self.step}")
+            self.stop_reason = f"trainer.max_train_seconds={tc.max_train_seconds:g} spent"
+            tqdm.write(f"[seqlab] {self.stop_reason} at step {self.step}")
             self._stop_requested = True
         bar = tqdm(
             total=tc.max_steps,
@@ -575,6 +580,7 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - step_start
                 if 0 < tc.max_train_seconds <= self.train_seconds and not self._stop_requested:
                     self._stop_requested = True
+                    self.stop_reason = f"trainer.max_train_seconds={tc.max_train_seconds:g} spent"
                     tqdm.write(
                         f"[seqlab] trained for {self.train_seconds:.0f} s "
                         f"(trainer.max_train_seconds={tc.max_train_seconds:g}): stopping at "
@@ -606,6 +612,10 @@ class Trainer:
                 window_start += time.time() - evaluation_start
             if self._saved_step != self.step:
                 self.save()
+            if self.step >= tc.max_steps and not self.stop_reason:
+                self.stop_reason = f"trainer.max_steps={tc.max_steps} reached"
+            if self.stop_reason and self.world.is_main:
+                mark_finished(self.logdir, self.step, self.stop_reason)
         finally:
             self._batches.close()
             self._batches = None
