@@ -1,4 +1,4 @@
-"""The ``seqlab`` command: list, inspect, data, train, eval, decode, infer, export."""
+"""The ``seqlab`` command: list, inspect, data, train, eval, decode, average, infer, export."""
 
 from __future__ import annotations
 
@@ -302,6 +302,36 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_list(text: str) -> list[int]:
+    """--steps 100,200,300 -> [100, 200, 300]."""
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected steps separated by commas, e.g. 100,200,300; got {text!r}"
+        ) from None
+    if not steps:
+        raise argparse.ArgumentTypeError("expected at least one step")
+    return steps
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from seqlab.train.checkpoint_average import write_average
+
+    if bool(args.last) == bool(args.steps):
+        raise UsageError("pass --last N (the newest N checkpoints) or --steps S1,S2,...")
+    directory = Path(args.logdir) / "checkpoints"
+    if not directory.is_dir():
+        raise UsageError(f"{directory} not found: is {args.logdir} a training logdir?")
+    output = Path(args.output) if args.output else None
+    path, steps = write_average(directory, args.last, args.steps, output)
+    print(
+        f"[seqlab] averaged the checkpoints of steps {', '.join(map(str, steps))} into {path}; "
+        f"use it with --checkpoint {path}"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from seqlab.export.exporter import export_artifact
 
@@ -417,6 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(p)
     _add_device(p)
     p.set_defaults(fn=cmd_infer)
+
+    p = sub.add_parser(
+        "average", help="average the weights of several checkpoints into one checkpoint file"
+    )
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--last", type=int, default=0, help="the newest N checkpoints")
+    p.add_argument(
+        "--steps", type=_step_list, default=None, help="these steps, e.g. 1000,1500,2000"
+    )
+    p.add_argument(
+        "--output",
+        default="",
+        help="the file to write (default: LOGDIR/checkpoints/averaged-<steps>.pt, which "
+        "keep-last rotation never deletes)",
+    )
+    p.set_defaults(fn=cmd_average)
 
     p = sub.add_parser("export", help="write a self-contained inference artifact of a run")
     p.add_argument("--logdir", required=True)

@@ -145,6 +145,22 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     return path
 
 
+def write_checkpoint_file(path: Path, step: int, payload: dict[str, Any]) -> Path:
+    """Writes ``payload`` as a checkpoint file at ``path``, outside the run's rotation (e.g. an
+    averaged checkpoint): the same format, written atomically, never pruned.
+
+    Raises:
+      CheckpointError: when the write fails; nothing is left under ``path``'s name.
+    """
+    encoded = encode_checkpoint({"format_version": FORMAT_VERSION, "step": step, **payload})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, encoded)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path} ({e.strerror or e})") from e
+    return path
+
+
 def _keep_aside(path: Path) -> Path | None:
     """Gives the file at ``path`` a second name ``<name>.replaced-N`` before it is overwritten.
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from seqlab.cli import main
-from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.export.predictor import Predictor
 from seqlab.train.checkpoint import checkpoint_path, list_checkpoints
@@ -29,30 +28,6 @@ pytestmark = pytest.mark.skipif(
     reason="Bible SWORD modules not installed (scripts/setup.sh installs them)",
 )
 
-OVERRIDES = [
-    "data.train_limit=200",
-    "data.eval_limit=4",
-    "data.max_tokens=256",
-    "trainer.max_steps=6",
-    "trainer.checkpoint_every_steps=2",
-    "trainer.eval_every_steps=0",
-    "trainer.decode_every_steps=0",
-]
-
-
-def train_tiny(cache_dir: Path, logdir: Path) -> None:
-    config = get_experiment("mt.bible_en_es.transformer_tiny")
-    config.apply_overrides([f"data.cache_dir={cache_dir}", *OVERRIDES])
-    Trainer(config, logdir, show_progress=False).train()
-
-
-@pytest.fixture(scope="module")
-def run_dir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny run with checkpoints at steps 2, 4 and 6."""
-    logdir = tmp_path_factory.mktemp("run")
-    train_tiny(bible_cache_dir, logdir)
-    return logdir
-
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
@@ -61,21 +36,23 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_eval_decode_infer_and_export_take_a_step_or_a_path(
-    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    logdir = str(run_dir)
+    logdir = str(tiny_run_dir)
     assert main(["eval", "--logdir", logdir, "--checkpoint", "2"]) == 0
     assert "step 2 dev" in capsys.readouterr().out
-    assert json.loads((run_dir / "eval_dev" / "metrics-00000002.json").read_text())["step"] == 2
-    ckpt4 = checkpoint_path(run_dir / "checkpoints", 4)
+    assert (
+        json.loads((tiny_run_dir / "eval_dev" / "metrics-00000002.json").read_text())["step"] == 2
+    )
+    ckpt4 = checkpoint_path(tiny_run_dir / "checkpoints", 4)
     assert main(["decode", "--logdir", logdir, "--checkpoint", str(ckpt4)]) == 0
     assert "decode dev at step 4" in capsys.readouterr().out
     # Without --checkpoint: the newest.
     assert main(["decode", "--logdir", logdir]) == 0
     assert "decode dev at step 6" in capsys.readouterr().out
 
-    predictor = Predictor.from_logdir(run_dir, checkpoint=2)
-    assert predictor.checkpoint_path == checkpoint_path(run_dir / "checkpoints", 2)
+    predictor = Predictor.from_logdir(tiny_run_dir, checkpoint=2)
+    assert predictor.checkpoint_path == checkpoint_path(tiny_run_dir / "checkpoints", 2)
     text = tmp_path / "in.txt"
     text.write_text("In the beginning God created the heaven and the earth.\n")
     assert main(["infer", "--logdir", logdir, "--checkpoint", "2", "--input", str(text)]) == 0
@@ -90,9 +67,9 @@ def test_eval_decode_infer_and_export_take_a_step_or_a_path(
 
 @pytest.mark.parametrize("command", ["eval", "decode", "infer", "export"])
 def test_an_unknown_step_or_file_is_one_line_listing_the_steps(
-    run_dir: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+    tiny_run_dir: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = [command, "--logdir", str(run_dir)]
+    args = [command, "--logdir", str(tiny_run_dir)]
     if command == "export":
         args += ["--format", "torch", "--out", str(tmp_path / "artifact")]
     if command == "infer":
@@ -109,9 +86,9 @@ def test_an_unknown_step_or_file_is_one_line_listing_the_steps(
 
 
 def test_follow_and_checkpoint_together_are_refused(
-    run_dir: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["eval", "--logdir", str(run_dir), "--follow", "--checkpoint", "2"]) == 2
+    assert main(["eval", "--logdir", str(tiny_run_dir), "--follow", "--checkpoint", "2"]) == 2
     assert "--follow processes every checkpoint" in one_line_error(capsys)
 
 
@@ -141,10 +118,10 @@ def test_training_marks_a_finished_run_but_not_one_stopped_by_a_signal(
 
 
 def test_follow_processes_every_checkpoint_once_in_step_order_until_finished(
-    run_dir: Path, tmp_path: Path
+    tiny_run_dir: Path, tmp_path: Path
 ) -> None:
     logdir = tmp_path / "copy"
-    shutil.copytree(run_dir, logdir)
+    shutil.copytree(tiny_run_dir, logdir)
     (logdir / FINISHED_FILE).unlink()  # as while training goes on
     seen: list[int] = []
     follower = CheckpointFollower(logdir, CPU, use_ema=None)
@@ -162,7 +139,9 @@ def test_follow_processes_every_checkpoint_once_in_step_order_until_finished(
     assert not thread.is_alive() and seen == [2, 4, 6]
 
 
-def test_follow_waits_for_a_run_that_has_not_started(bible_cache_dir: Path, tmp_path: Path) -> None:
+def test_follow_waits_for_a_run_that_has_not_started(
+    tiny_run_trainer: Callable[[Path], Trainer], tmp_path: Path
+) -> None:
     logdir = tmp_path / "later"
     command = [sys.executable, "-m", "seqlab", "eval", "--logdir", str(logdir), "--follow"]
     follower = subprocess.Popen(
@@ -175,7 +154,7 @@ def test_follow_waits_for_a_run_that_has_not_started(bible_cache_dir: Path, tmp_
         assert follower.stderr is not None
         first = follower.stderr.readline()  # waiting, not "config.json not found"
         assert "waiting for training to start" in first and follower.poll() is None
-        train_tiny(bible_cache_dir, logdir)
+        tiny_run_trainer(logdir).train()
         out, err = follower.communicate(timeout=180)
     finally:
         follower.kill()
