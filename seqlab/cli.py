@@ -181,7 +181,7 @@ def _run_on_checkpoints(args: argparse.Namespace, process: Any) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.data.multi_task_data import task_datasets
-    from seqlab.train.evaler import evaluate
+    from seqlab.train.evaler import evaluate, write_eval_metrics
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
@@ -192,9 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             metrics = evaluate(context, dataset)
             job = f"eval_{dataset}{suffix}"
             summaries.scalars(job, step, metrics)
-            out = Path(args.logdir) / job / f"metrics-{step:08d}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"step": step, **metrics}, indent=1) + "\n")
+            write_eval_metrics(Path(args.logdir) / job, step, metrics)
             print(f"step {step} {dataset}: " + json.dumps(metrics))
 
     return _run_on_checkpoints(args, process)

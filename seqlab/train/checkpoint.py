@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Deletes all but the newest ``keep`` checkpoints (none if ``keep`` <= 0)."""
+def prune_checkpoints(directory: Path, keep: int, protected: Collection[int] = ()) -> None:
+    """Deletes all but the newest ``keep`` checkpoints (none if ``keep`` <= 0), and never
+    those of the ``protected`` steps (e.g. the best by a dev metric)."""
     if keep > 0:
-        for _, old in list_checkpoints(directory)[:-keep]:
-            _remove(old)
+        for step, old in list_checkpoints(directory)[:-keep]:
+            if step not in protected:
+                _remove(old)
 
 
 def encode_checkpoint(payload: dict[str, Any]) -> bytes:
@@ -113,8 +116,9 @@ def encode_checkpoint(payload: dict[str, Any]) -> bytes:
     return MAGIC + hashlib.sha256(data).digest() + data
 
 
-def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Writes ``payload`` as the checkpoint of ``step`` and keeps the newest ``keep`` ones.
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int = 0) -> Path:
+    """Writes ``payload`` as the checkpoint of ``step`` and keeps the newest ``keep`` ones
+    (all with 0; the trainer prunes on its own, sparing the best ones).
 
     Raises:
       CheckpointError: when the write fails (e.g. disk full); older checkpoints are untouched.

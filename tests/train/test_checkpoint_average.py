@@ -66,7 +66,7 @@ def test_a_sharded_checkpoint_is_averaged_with_a_single_file(tmp_path: Path) -> 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is unavailable")
         save_sharded_checkpoint(
-            tmp_path, 1, {"model": model_state, "optimizer": optimizer_state}, {}, 0, World()
+            tmp_path, 1, {"model": model_state, "optimizer": optimizer_state}, {}, World()
         )
     first = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
