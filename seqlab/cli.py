@@ -1,4 +1,4 @@
-"""The ``seqlab`` command: list, inspect, data, train, eval, decode, infer, export."""
+"""The ``seqlab`` command: list, inspect, data, train, eval, decode, average, infer, export."""
 
 from __future__ import annotations
 
@@ -34,10 +34,6 @@ def _add_ema(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use the moving average of the weights (default: trainer.use_ema_for_eval)",
     )
-
-
-def _uses_ema(args: argparse.Namespace, config: ExperimentConfig) -> bool:
-    return config.trainer.use_ema_for_eval if args.ema is None else args.ema
 
 
 def _add_quantize(parser: argparse.ArgumentParser) -> None:
@@ -145,104 +141,78 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.train()
     if main_process:
         checkpoints = logdir / "checkpoints"
-        print(f"[seqlab] training done at step {trainer.step}; checkpoints in {checkpoints}")
+        if trainer.stop_reason:
+            print(
+                f"[seqlab] training done at step {trainer.step} ({trainer.stop_reason}); "
+                f"checkpoints in {checkpoints}"
+            )
+        else:
+            print(
+                f"[seqlab] training stopped at step {trainer.step}; run the same command to "
+                f"resume; checkpoints in {checkpoints}"
+            )
     return 0
 
 
-def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
-    """Processes the latest checkpoint, or with --follow every new one until the last one
-    (at max_steps, or past trainer.max_train_seconds)."""
-    from seqlab.train.checkpoint import (
-        CheckpointError,
-        IncompatibleCheckpointError,
-        list_checkpoints,
-        load_checkpoint,
+def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        default="",
+        metavar="PATH|STEP",
+        help="a checkpoint file, or the step of one of the run's checkpoints (default: the "
+        "newest good one)",
     )
-    from seqlab.train.checkpoint_fit import load_model_state
-    from seqlab.train.device import resolve_device
-    from seqlab.train.ema import model_state
-    from seqlab.train.run_context import build_context, read_logdir_config
 
+
+def _run_on_checkpoints(args: argparse.Namespace, process: Any) -> int:
+    """Runs ``process(context, step, job suffix)`` on the checkpoint --checkpoint names (or
+    the newest), or with --follow on every checkpoint as training writes it."""
+    from seqlab.train.checkpoint_follower import CheckpointFollower
+    from seqlab.train.device import resolve_device
+
+    if args.follow and args.checkpoint:
+        raise UsageError("--follow processes every checkpoint; --checkpoint names one: pass one")
     device = resolve_device(args.device, name="--device")
-    logdir = Path(args.logdir)
-    config = read_logdir_config(logdir)
-    context = build_context(config, logdir, train_tokenizer=False, device=device)
-    done: set[int] = set()
-    final_seen = False  # the last checkpoint of the run (max_steps or max_train_seconds) done
-    while True:
-        checkpoints = list_checkpoints(context.checkpoint_dir)
-        todo = [c for c in checkpoints if c[0] not in done]
-        if not args.follow:
-            todo = todo[-1:]
-            if not todo:
-                raise UsageError(
-                    f"no checkpoint in {context.checkpoint_dir}; "
-                    f"train first (`seqlab train --experiment NAME --logdir {logdir}`)"
-                )
-        for step, path in reversed(todo):
-            try:
-                payload = load_checkpoint(path)
-            except IncompatibleCheckpointError:
-                raise  # a newer format: older checkpoints are no substitute
-            except CheckpointError as e:
-                print(f"[seqlab] {e}; skipped", file=sys.stderr)
-                done.add(step)
-                continue
-            weights = model_state(payload, path, _uses_ema(args, config))
-            load_model_state(context.task, weights, path, payload.get("config"))
-            process(context, step)
-            done.add(step)
-            budget = config.trainer.max_train_seconds
-            final_seen |= step >= config.trainer.max_steps or (
-                0 < budget <= float(payload.get("train_seconds", 0.0))
-            )
-            if not args.follow:
-                return 0
-            break  # newest first; then look again for anything newer
-        if args.follow:
-            if final_seen:
-                return 0
-            time.sleep(args.poll_seconds)
+    follower = CheckpointFollower(Path(args.logdir), device, args.ema)
+    if args.follow:
+        follower.follow(process, args.poll_seconds)
+    else:
+        follower.run_once(process, args.checkpoint)
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.data.multi_task_data import task_datasets
-    from seqlab.train.ema import EMA_JOB_SUFFIX
-    from seqlab.train.evaler import evaluate
+    from seqlab.train.evaler import evaluate, write_eval_metrics
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
 
-    def process(context: Any, step: int) -> None:
-        suffix = EMA_JOB_SUFFIX if _uses_ema(args, context.config) else ""
+    def process(context: Any, step: int, suffix: str) -> None:
         # A multi-task run evaluates each task (or the --task one) on its own: eval_dev_en_es/.
         for dataset in task_datasets(context.data, args.dataset, args.task):
             metrics = evaluate(context, dataset)
             job = f"eval_{dataset}{suffix}"
             summaries.scalars(job, step, metrics)
-            out = Path(args.logdir) / job / f"metrics-{step:08d}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"step": step, **metrics}, indent=1) + "\n")
+            write_eval_metrics(Path(args.logdir) / job, step, metrics)
             print(f"step {step} {dataset}: " + json.dumps(metrics))
 
-    return _follow_loop(args, "eval", process)
+    return _run_on_checkpoints(args, process)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from seqlab.data.multi_task_data import task_datasets
     from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
-    from seqlab.train.ema import EMA_JOB_SUFFIX
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
 
-    def process(context: Any, step: int) -> None:
+    def process(context: Any, step: int, suffix: str) -> None:
         for override in args.set or []:
             key, _, value = override.partition("=")
             if not key.startswith("task."):
                 raise UsageError(f"decode --set only takes task.* keys, got '{key}'")
             context.task.config.set(key.removeprefix("task."), value)
-        suffix = EMA_JOB_SUFFIX if _uses_ema(args, context.config) else ""
         if args.quantize != "none":
             # Decodes a quantized copy; the loop keeps loading checkpoints into the float task.
             from seqlab.quant.ptq import quantize_int8
@@ -260,7 +230,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"[seqlab] decode {dataset} at step {step}: {shown}")
             print(f"[seqlab] hypotheses: {hyps}\n[seqlab] score: {score}")
 
-    return _follow_loop(args, "decode", process)
+    return _run_on_checkpoints(args, process)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -269,6 +239,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     if bool(args.logdir) == bool(args.artifact):
         raise UsageError("pass either --logdir (a training run) or --artifact (seqlab export)")
+    if args.artifact and args.checkpoint:
+        raise UsageError("--checkpoint picks a checkpoint of a --logdir; an artifact holds one")
     max_tokens = args.max_input_tokens
     for flag, value in (("--batch-size", args.batch_size), ("--max-input-tokens", max_tokens)):
         if value is not None and value < 1:
@@ -293,6 +265,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             task=args.task,
             use_ema=args.ema,
             quantize=args.quantize,
+            checkpoint=args.checkpoint,
             **limits,
         )
     if predictor.is_speech:
@@ -329,6 +302,36 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_list(text: str) -> list[int]:
+    """--steps 100,200,300 -> [100, 200, 300]."""
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected steps separated by commas, e.g. 100,200,300; got {text!r}"
+        ) from None
+    if not steps:
+        raise argparse.ArgumentTypeError("expected at least one step")
+    return steps
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from seqlab.train.checkpoint_average import write_average
+
+    if bool(args.last) == bool(args.steps):
+        raise UsageError("pass --last N (the newest N checkpoints) or --steps S1,S2,...")
+    directory = Path(args.logdir) / "checkpoints"
+    if not directory.is_dir():
+        raise UsageError(f"{directory} not found: is {args.logdir} a training logdir?")
+    output = Path(args.output) if args.output else None
+    path, steps = write_average(directory, args.last, args.steps, output)
+    print(
+        f"[seqlab] averaged the checkpoints of steps {', '.join(map(str, steps))} into {path}; "
+        f"use it with --checkpoint {path}"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from seqlab.export.exporter import export_artifact
 
@@ -339,6 +342,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.quantize,
         max_batch_size=args.max_batch_size,
         max_input_tokens=args.max_input_tokens,
+        checkpoint=args.checkpoint,
     )
     print(f"[seqlab] {args.format} artifact ({args.quantize}) written to {out}")
     return 0
@@ -401,7 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--logdir", required=True)
         p.add_argument("--dataset", default="dev")
         p.add_argument("--task", default="", help="multi-task runs: only this task (default: all)")
-        p.add_argument("--follow", action="store_true", help="process each new checkpoint")
+        p.add_argument(
+            "--follow",
+            action="store_true",
+            help="process every checkpoint in step order as training writes it; exit when "
+            "training has finished",
+        )
+        _add_checkpoint(p)
         p.add_argument("--poll-seconds", type=float, default=30.0)
         _add_ema(p)
         _add_device(p)
@@ -432,10 +442,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse longer input lines (tokens with EOS; default 256, or the artifact's limit)",
     )
     p.add_argument("--task", default="", help="multi-task runs: the task to run (required)")
+    _add_checkpoint(p)
     _add_ema(p)
     _add_quantize(p)
     _add_device(p)
     p.set_defaults(fn=cmd_infer)
+
+    p = sub.add_parser(
+        "average", help="average the weights of several checkpoints into one checkpoint file"
+    )
+    p.add_argument("--logdir", required=True)
+    p.add_argument("--last", type=int, default=0, help="the newest N checkpoints")
+    p.add_argument(
+        "--steps", type=_step_list, default=None, help="these steps, e.g. 1000,1500,2000"
+    )
+    p.add_argument(
+        "--output",
+        default="",
+        help="the file to write (default: LOGDIR/checkpoints/averaged-<steps>.pt, which "
+        "keep-last rotation never deletes)",
+    )
+    p.set_defaults(fn=cmd_average)
 
     p = sub.add_parser("export", help="write a self-contained inference artifact of a run")
     p.add_argument("--logdir", required=True)
@@ -443,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the artifact directory to create")
     p.add_argument("--max-batch-size", type=int, default=64, help="texts per predict call")
     p.add_argument("--max-input-tokens", type=int, default=256, help="tokens per input text")
+    _add_checkpoint(p)
     _add_quantize(p)
     p.set_defaults(fn=cmd_export)
     return parser

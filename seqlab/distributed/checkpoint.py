@@ -39,7 +39,6 @@ from seqlab.train.checkpoint import (
     CheckpointError,
     decode_checkpoint,
     encode_checkpoint,
-    prune_checkpoints,
 )
 
 EXTRA_FILE = "extra.pt"
@@ -129,7 +128,6 @@ def save_sharded_checkpoint(
     step: int,
     state: dict[str, Any],
     extra: dict[str, Any],
-    keep: int,
     world: World,
 ) -> Path:
     """Saves a checkpoint from every rank at once (a collective: all ranks call it).
@@ -140,7 +138,6 @@ def save_sharded_checkpoint(
       state: this rank's tensors, e.g. {"model": ..., "optimizer": ...} from
         ``torch.distributed.checkpoint.state_dict.get_state_dict`` (DTensor shards under FSDP).
       extra: small plain data written by rank 0 (config, data-stream position, rngs).
-      keep: keep the newest K checkpoints (0 = all).
       world: this process's place in the job.
 
     Returns:
@@ -179,8 +176,6 @@ def save_sharded_checkpoint(
             f"could not save checkpoint {final} ({e.strerror or e}); "
             f"the previous checkpoints in {directory} are kept"
         ) from e
-    if world.is_main:
-        prune_checkpoints(directory, keep)
     barrier(world)
     return final
 

@@ -104,11 +104,10 @@ class DataParallel(Parallelism):
         task: Task,
         optimizer: torch.optim.Optimizer,
         extra: dict[str, Any],
-        keep: int,
     ) -> Path:
         model, optimizer_state = get_state_dict(task, optimizer)
         state = {"model": model, "optimizer": optimizer_state}
-        return save_sharded_checkpoint(directory, step, state, extra, keep, self.world)
+        return save_sharded_checkpoint(directory, step, state, extra, self.world)
 
     def _newest_good_checkpoint(self, directory: Path) -> Path | None:
         for _, path in reversed(list_checkpoints(directory)):

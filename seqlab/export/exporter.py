@@ -49,8 +49,10 @@ def export_artifact(
     quantize: str = "none",
     max_batch_size: int = 64,
     max_input_tokens: int = 256,
+    checkpoint: str | int | Path | None = None,
 ) -> Path:
-    """Exports the newest good checkpoint of ``logdir`` to the artifact directory ``out``.
+    """Exports the newest good checkpoint of ``logdir`` (or the one ``checkpoint`` names: a
+    step, or a checkpoint file) to the artifact directory ``out``.
 
     The artifact is written under a temporary name and renamed when complete.
 
@@ -61,6 +63,7 @@ def export_artifact(
       quantize: "none" or "int8" (dynamic int8 Linear layers).
       max_batch_size: the predictor's limit on texts per call, recorded in the manifest.
       max_input_tokens: the predictor's limit on tokens per text, recorded in the manifest.
+      checkpoint: a step of the run's checkpoints or a checkpoint file (None: the newest).
 
     Returns:
       ``out``.
@@ -71,7 +74,7 @@ def export_artifact(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArtifactError(f"{out} already exists; choose another --out or remove it")
-    predictor = Predictor.from_logdir(Path(logdir), pack_linear=False)
+    predictor = Predictor.from_logdir(Path(logdir), pack_linear=False, checkpoint=checkpoint)
     context = predictor.context
     task = context.task
     if not isinstance(task, TransformerMT):

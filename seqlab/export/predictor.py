@@ -1,4 +1,4 @@
-"""The Predictor: translate text with the newest good checkpoint of a logdir."""
+"""The Predictor: translate text with a checkpoint of a logdir (the newest good one by default)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from seqlab.export.input_limits import InputTooLargeError, add_eos_within_limit,
 from seqlab.export.input_text import check_plain_text
 from seqlab.layers.packed_linear import pack_linear_layers
 from seqlab.quant.ptq import check_int8_device, check_quantize_mode, quantize_int8
-from seqlab.train.checkpoint import load_latest_checkpoint
+from seqlab.train.checkpoint_choice import load_chosen_checkpoint
 from seqlab.train.checkpoint_fit import load_model_state
 from seqlab.train.device import resolve_device
 from seqlab.train.ema import model_state
@@ -62,8 +62,10 @@ class Predictor:
         quantize: str = "none",
         pack_linear: bool = True,
         device: str | torch.device = "cpu",
+        checkpoint: str | int | Path | None = None,
     ) -> Predictor:
-        """Builds the task of ``logdir`` and loads its newest checkpoint that verifies.
+        """Builds the task of ``logdir`` and loads its newest checkpoint that verifies, or the
+        one ``checkpoint`` names (a step of the run's checkpoints, or a checkpoint file).
 
         ``use_ema`` loads the moving average of the weights (None: as the logdir's
         ``trainer.use_ema_for_eval`` says). ``quantize="int8"`` decodes with dynamic int8
@@ -79,9 +81,7 @@ class Predictor:
         check_int8_device(quantize, target)
         config = read_logdir_config(logdir)
         context = build_context(config, logdir, train_tokenizer=False, device=target)
-        found = load_latest_checkpoint(context.checkpoint_dir)
-        if found is None:
-            raise FileNotFoundError(f"no usable checkpoint in {context.checkpoint_dir}")
+        found = load_chosen_checkpoint(context.checkpoint_dir, checkpoint)
         if use_ema is None:
             use_ema = config.trainer.use_ema_for_eval
         path, payload = found

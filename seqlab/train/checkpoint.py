@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Deletes all but the newest ``keep`` checkpoints (none if ``keep`` <= 0)."""
+def prune_checkpoints(directory: Path, keep: int, protected: Collection[int] = ()) -> None:
+    """Deletes all but the newest ``keep`` checkpoints (none if ``keep`` <= 0), and never
+    those of the ``protected`` steps (e.g. the best by a dev metric)."""
     if keep > 0:
-        for _, old in list_checkpoints(directory)[:-keep]:
-            _remove(old)
+        for step, old in list_checkpoints(directory)[:-keep]:
+            if step not in protected:
+                _remove(old)
 
 
 def encode_checkpoint(payload: dict[str, Any]) -> bytes:
@@ -113,8 +116,9 @@ def encode_checkpoint(payload: dict[str, Any]) -> bytes:
     return MAGIC + hashlib.sha256(data).digest() + data
 
 
-def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Writes ``payload`` as the checkpoint of ``step`` and keeps the newest ``keep`` ones.
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int = 0) -> Path:
+    """Writes ``payload`` as the checkpoint of ``step`` and keeps the newest ``keep`` ones
+    (all with 0; the trainer prunes on its own, sparing the best ones).
 
     Raises:
       CheckpointError: when the write fails (e.g. disk full); older checkpoints are untouched.
@@ -142,6 +146,22 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     if aside is not None:
         log.warning("%s existed (unreadable, or another run's); kept it as %s", path, aside.name)
     prune_checkpoints(directory, keep)
+    return path
+
+
+def write_checkpoint_file(path: Path, step: int, payload: dict[str, Any]) -> Path:
+    """Writes ``payload`` as a checkpoint file at ``path``, outside the run's rotation (e.g. an
+    averaged checkpoint): the same format, written atomically, never pruned.
+
+    Raises:
+      CheckpointError: when the write fails; nothing is left under ``path``'s name.
+    """
+    encoded = encode_checkpoint({"format_version": FORMAT_VERSION, "step": step, **payload})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, encoded)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path} ({e.strerror or e})") from e
     return path
 
 

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seqlab.layers.packed_linear import pack_linear_layers
+from seqlab.train.best_scores import update_best_scores
 from seqlab.train.run_context import RunContext
 
 
@@ -54,7 +55,8 @@ def write_decode_outputs(
     out_dir: Path, step: int, results: list[dict[str, Any]], metrics: dict[str, Any]
 ) -> tuple[Path, Path]:
     """Writes ``hyps-<step>.txt`` (one hypothesis per line), ``decodes-<step>.jsonl`` and
-    ``score-<step>.json`` into ``out_dir``; returns (hyps path, score path)."""
+    ``score-<step>.json`` into ``out_dir``, and updates its ``best.json``; returns (hyps path,
+    score path)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     hyps = out_dir / f"hyps-{step:08d}.txt"
     score = out_dir / f"score-{step:08d}.json"
@@ -69,4 +71,5 @@ def write_decode_outputs(
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    update_best_scores(out_dir, "score-*.json")
     return hyps, score

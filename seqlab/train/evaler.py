@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
+from seqlab.core.atomic_files import write_atomic
+from seqlab.train.best_scores import update_best_scores
 from seqlab.train.metrics_accumulator import MetricsAccumulator
 from seqlab.train.run_context import RunContext
 
@@ -30,3 +35,13 @@ def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> d
         accumulator.add(metrics)
     task.train(was_training)
     return task.finalize_metrics(accumulator.means())
+
+
+def write_eval_metrics(job_dir: Path, step: int, metrics: dict[str, float]) -> Path:
+    """Writes ``metrics-<step>.json`` into ``job_dir`` (e.g. ``eval_dev/``) and updates its
+    ``best.json``; returns the metrics file."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / f"metrics-{step:08d}.json"
+    write_atomic(path, (json.dumps({"step": step, **metrics}, indent=1) + "\n").encode())
+    update_best_scores(job_dir, "metrics-*.json")
+    return path

@@ -117,11 +117,11 @@ class Parallelism:
         task: Task,
         optimizer: torch.optim.Optimizer,
         extra: dict[str, Any],
-        keep: int,
     ) -> Path:
-        """Writes one checkpoint file of the model, optimizer and ``extra``."""
+        """Writes one checkpoint file of the model, optimizer and ``extra`` (older ones are
+        kept: the trainer prunes them)."""
         state = {"model": task.state_dict(), "optimizer": optimizer.state_dict()}
-        return save_checkpoint(directory, step, to_cpu({**extra, **state}), keep)
+        return save_checkpoint(directory, step, to_cpu({**extra, **state}))
 
     def load(
         self, directory: Path, task: Task, optimizer: torch.optim.Optimizer

@@ -32,11 +32,11 @@ from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
 from seqlab.quant.qat import set_quantization_step
 from seqlab.train.batch_prefetcher import BatchPrefetcher
-from seqlab.train.checkpoint import CheckpointError, list_checkpoints
+from seqlab.train.checkpoint import CheckpointError, list_checkpoints, prune_checkpoints
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
 from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
-from seqlab.train.evaler import evaluate
+from seqlab.train.evaler import evaluate, write_eval_metrics
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
@@ -49,6 +49,8 @@ from seqlab.train.run_context import (
     training_data_identity,
     write_config_files,
 )
+from seqlab.train.run_status import clear_finished, mark_finished
+from seqlab.train.score_history import ScoreRules
 from seqlab.train.summaries import Summaries
 from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
@@ -136,6 +138,8 @@ class Trainer:
         use_device(self.device, tc.allow_tf32)
         self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
         self.parallel.check(config)
+        # keep_best and early_stop are checked before any data is prepared.
+        self.score_rules = ScoreRules(tc, logdir)
         self.world = world
         self.is_main_process = world.is_main
         self.config = config
@@ -173,6 +177,8 @@ class Trainer:
         self.train_seconds = 0.0
         self._saved_step: int | None = None
         self._stop_requested = False
+        # Why training ended for good ("" while it runs, or when stopped by a signal).
+        self.stop_reason = ""
         # The stream position after the last batch trained on (batches made ahead excluded).
         self._stream_state: dict[str, Any] = copy.deepcopy(self.stream.state_dict())
         self._epoch = 0
@@ -224,7 +230,6 @@ class Trainer:
                 self.task,
                 self.optimizer,
                 to_cpu(self._extra_state()),
-                tc.keep_checkpoints,
             )
         except CheckpointError as e:
             raise CheckpointError(
@@ -232,6 +237,12 @@ class Trainer:
                 f"to resume from the newest of them"
             ) from e.__cause__
         self._saved_step = self.step
+        if self.world.is_main:
+            prune_checkpoints(
+                self.context.checkpoint_dir,
+                tc.keep_checkpoints,
+                protected=self.score_rules.best_steps(),
+            )
         return path
 
     def restore(self) -> bool:
@@ -474,7 +485,10 @@ class Trainer:
         def run(context: RunContext, suffix: str) -> None:
             for dataset in self.config.trainer.eval_datasets:
                 metrics = evaluate(context, dataset, show_progress=self.show_bars)
-                self.summaries.scalars(f"eval_{dataset}{suffix}", self.step, metrics)
+                job = f"eval_{dataset}{suffix}"
+                self.summaries.scalars(job, self.step, metrics)
+                write_eval_metrics(self.logdir / job, self.step, metrics)
+                self.score_rules.track(job, self.step, metrics)
                 tqdm.write(f"[seqlab] step {self.step} eval {dataset}{suffix}: " + _fmt(metrics))
 
         self._on_evaluation_task(run)
@@ -490,6 +504,7 @@ class Trainer:
                 job = f"decode_{dataset}{suffix}"
                 write_decode_outputs(self.logdir / job, self.step, results, metrics)
                 self.summaries.scalars(job, self.step, metrics)
+                self.score_rules.track(job, self.step, metrics)
                 alignment = getattr(context.task, "alignment", None)
                 if alignment is not None:
                     examples = self.data.examples(dataset)
@@ -498,6 +513,31 @@ class Trainer:
                 tqdm.write(f"[seqlab] step {self.step} decode {dataset}{suffix}: " + _fmt(metrics))
 
         self._on_evaluation_task(run)
+
+    # ---- keep-best and early stop -------------------------------------------------------------
+    def _act_on_scores(self) -> None:
+        """After this step's evals and decodes: saves a checkpoint of a step that is among the
+        best without one, and stops when trainer.early_stop says so. Every rank agrees."""
+        rules = self.score_rules
+        if not rules.enabled:
+            return
+        save_best = False
+        if self.world.is_main and rules.problem is None:
+            rules.history.save()
+            save_best = self.step in rules.best_steps() and self._saved_step != self.step
+            self.stop_reason = rules.early_stop_reason(self.step)
+        flags = torch.tensor(
+            [float(rules.problem is not None), float(save_best), float(bool(self.stop_reason))]
+        )
+        self.parallel.all_reduce(flags, op="max")
+        if flags[0]:
+            raise rules.problem or ConfigError("a tracked dev metric is missing (see rank 0)")
+        if flags[1]:
+            self.save()
+        if flags[2]:
+            self.stop_reason = self.stop_reason or "trainer.early_stop (decided on rank 0)"
+            self._stop_requested = True
+            tqdm.write(f"[seqlab] step {self.step}: {self.stop_reason}; stopping")
 
     # ---- the loop ---------------------------------------------------------------------------
     def _agree_on_saving(self, due_by_time: bool) -> bool:
@@ -551,6 +591,9 @@ class Trainer:
                 tqdm.write(f"[seqlab] {summary}")
         if self.world.is_main:
             write_config_files(self.config, self.logdir, self.preset)
+            clear_finished(self.logdir)
+            # Steps past the one resumed from are scored again.
+            self.score_rules.history.forget_after(self.step)
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
         }
@@ -558,7 +601,8 @@ class Trainer:
         window_tokens, window_steps, window_start = 0.0, 0, time.time()
         self.data_wait_seconds = 0.0
         if 0 < tc.max_train_seconds <= self.train_seconds:
-            tqdm.write(f"[seqlab] trainer.max_train_seconds already spent at step {self.step}")
+            self.stop_reason = f"trainer.max_train_seconds={tc.max_train_seconds:g} spent"
+            tqdm.write(f"[seqlab] {self.stop_reason} at step {self.step}")
             self._stop_requested = True
         bar = tqdm(
             total=tc.max_steps,
@@ -578,6 +622,7 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - step_start
                 if 0 < tc.max_train_seconds <= self.train_seconds and not self._stop_requested:
                     self._stop_requested = True
+                    self.stop_reason = f"trainer.max_train_seconds={tc.max_train_seconds:g} spent"
                     tqdm.write(
                         f"[seqlab] trained for {self.train_seconds:.0f} s "
                         f"(trainer.max_train_seconds={tc.max_train_seconds:g}): stopping at "
@@ -601,14 +646,23 @@ class Trainer:
                     self.save()
                     last_save = time.time()
                 evaluation_start = time.time()
+                scored = False
                 if tc.eval_every_steps > 0 and self.step % tc.eval_every_steps == 0:
                     self.run_evals()
+                    scored = True
                 if tc.decode_every_steps > 0 and self.step % tc.decode_every_steps == 0:
                     self.run_decodes()
+                    scored = True
+                if scored:
+                    self._act_on_scores()
                 # Evals and decodes are not training time: tokens/s leaves them out.
                 window_start += time.time() - evaluation_start
             if self._saved_step != self.step:
                 self.save()
+            if self.step >= tc.max_steps and not self.stop_reason:
+                self.stop_reason = f"trainer.max_steps={tc.max_steps} reached"
+            if self.stop_reason and self.world.is_main:
+                mark_finished(self.logdir, self.step, self.stop_reason)
         finally:
             self._batches.close()
             self._batches = None

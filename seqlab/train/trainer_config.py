@@ -8,6 +8,7 @@ from seqlab.core.config import Config, param
 from seqlab.train.ema import ExponentialMovingAverage
 from seqlab.train.optim import Adam, LearningRateSchedule, Optimizer
 from seqlab.train.parallelism_config import ParallelismConfig
+from seqlab.train.score_history import EarlyStopConfig, KeepBestConfig
 from seqlab.train.weight_noise import WeightNoise
 
 
@@ -44,7 +45,13 @@ class TrainerConfig(Config):
     log_every_steps: int = param(20, doc="Write train summaries every N steps.")
     checkpoint_every_steps: int = param(500, doc="Save a checkpoint every N steps (0 = off).")
     checkpoint_every_seconds: float = param(600.0, doc="Also save after this many seconds.")
-    keep_checkpoints: int = param(5, doc="Keep the newest K checkpoints.")
+    keep_checkpoints: int = param(5, doc="Keep the newest K checkpoints (0 = all).")
+    keep_best: KeepBestConfig = param(
+        KeepBestConfig(), doc="Also keep the best checkpoints by a dev metric (off by default)."
+    )
+    early_stop: EarlyStopConfig = param(
+        EarlyStopConfig(), doc="Stop when a dev metric stops improving (off by default)."
+    )
     eval_every_steps: int = param(1000, doc="Evaluate dev loss every N steps (0 = off).")
     decode_every_steps: int = param(2000, doc="Decode dev and score every N steps (0 = off).")
     eval_datasets: tuple[str, ...] = param(("dev",), doc="Splits evaluated during training.")

@@ -31,6 +31,7 @@ from seqlab.train.checkpoint import (
     IncompatibleCheckpointError,
     list_checkpoints,
     load_latest_checkpoint,
+    prune_checkpoints,
     remove_stale_temporaries,
 )
 from seqlab.train.checkpoint_fit import check_model_fit
@@ -56,7 +57,6 @@ def save(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
             step,
             {"model": model_state, "optimizer": optimizer_state},
             {"data_stream": {"epoch": 1, "index": step}},
-            keep=0,
             world=World(),
         )
 
@@ -132,14 +132,11 @@ def test_stale_temporary_directories_are_removed_and_old_checkpoints_pruned(
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
     model, optimizer = trained_model()
-    for step in (1, 2, 3):
+    for step in (1, 2, 3, 4):
         save(tmp_path, step, model, optimizer)
-    model_state, optimizer_state = get_state_dict(model, optimizer)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is unavailable")
-        save_sharded_checkpoint(
-            tmp_path, 4, {"model": model_state, "optimizer": optimizer_state}, {}, 2, World()
-        )
+    prune_checkpoints(tmp_path, 2, protected={1})
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [1, 3, 4]
+    prune_checkpoints(tmp_path, 2)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 4]
 
 

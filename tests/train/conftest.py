@@ -35,6 +35,26 @@ def tiny_mt_trainer(bible_cache_dir: Path) -> Callable[..., Trainer]:
     return lambda logdir, *overrides: _tiny_mt_trainer(bible_cache_dir, logdir, *overrides)
 
 
+# A short run with three checkpoints: steps 2, 4 and 6.
+TINY_RUN = ("data.eval_limit=4", "trainer.max_steps=6", "trainer.checkpoint_every_steps=2")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished ``tiny_mt_trainer`` run (``TINY_RUN``: 6 steps, 4 dev sentences) with
+    checkpoints at steps 2, 4 and 6, trained once per session; tests that change its
+    checkpoints work on a copy."""
+    logdir = tmp_path_factory.mktemp("tiny_run")
+    _tiny_mt_trainer(bible_cache_dir, logdir, *TINY_RUN).train()
+    return logdir
+
+
+@pytest.fixture
+def tiny_run_trainer(bible_cache_dir: Path) -> Callable[[Path], Trainer]:
+    """``tiny_run_trainer(logdir)``: the trainer of a run like ``tiny_run_dir``'s."""
+    return lambda logdir: _tiny_mt_trainer(bible_cache_dir, logdir, *TINY_RUN)
+
+
 class Interrupt(Exception):
     """Stands for a crash: raised inside the training loop, it skips the final checkpoint."""
 
