@@ -12,13 +12,9 @@ import pytest
 import sentencepiece as spm
 
 from seqlab.core.file_hash import sha256_of
+from seqlab.data.shard_cache import MANIFEST_FILE, file_fingerprint
 from seqlab.data.text_pairs import DataFormatError, read_text_pairs
-from seqlab.data.token_shards import (
-    MANIFEST_FILE,
-    file_fingerprint,
-    iter_pairs,
-    open_pair_shards,
-)
+from seqlab.data.token_shards import iter_pairs, open_pair_shards
 
 WORDS = "in the beginning god created heaven and earth light darkness day night".split()
 
