@@ -97,6 +97,33 @@ def data_identity(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def find_or_build(
+    source: Path,
+    tokenizer_path: Path,
+    cache_dir: Path,
+    format_version: int,
+    build: Callable[[Path, dict[str, Any]], None],
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """The directory of the set made from ``source`` with ``tokenizer_path`` (and the
+    builder's ``settings``): found by its key, or made by ``build(directory, manifest)``,
+    which gets the manifest's first fields (format version, source, tokenizer, settings)."""
+    shards_dir = cache_dir / "shards"
+    fingerprint = file_fingerprint(source, shards_dir)
+    tokenizer_sha = sha256_of(tokenizer_path)
+    extra = [sorted(settings.items())] if settings else []
+    key = cache_key(format_version, fingerprint["sha256"], tokenizer_sha, *extra)
+    directory = shards_dir / f"{source.stem}-{key}"
+    if not is_built(directory):
+        manifest = {
+            "format_version": format_version,
+            "source": fingerprint,
+            "tokenizer_sha256": tokenizer_sha,
+        }
+        build(directory, {**manifest, "settings": settings} if settings else manifest)
+    return directory
+
+
 @contextlib.contextmanager
 def building(directory: Path) -> Iterator[Path]:
     """A temporary directory beside ``directory`` to build a set in: renamed to ``directory``

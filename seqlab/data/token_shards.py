@@ -31,16 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from seqlab.core.file_hash import sha256_of
 from seqlab.data.shard_cache import (
     EncodedIds,
     IdsColumn,
     IdsColumnWriter,
     building,
-    cache_key,
     encode_ids,
-    file_fingerprint,
-    is_built,
+    find_or_build,
     load_manifest,
     load_worker_tokenizer,
     map_in_order,
@@ -220,18 +217,10 @@ def open_pair_shards(
     """The shard set of ``source`` encoded with ``tokenizer_path``: found by its manifest's
     key, or built (by ``workers`` processes; 0 = one per core)."""
     source = check_data_file(source)
-    shards_dir = cache_dir / "shards"
-    fingerprint = file_fingerprint(source, shards_dir)
-    tokenizer_sha = sha256_of(tokenizer_path)
-    key = cache_key(FORMAT_VERSION, fingerprint["sha256"], tokenizer_sha)
-    directory = shards_dir / f"{source.stem}-{key}"
-    if not is_built(directory):
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "source": fingerprint,
-            "tokenizer_sha256": tokenizer_sha,
-        }
+
+    def build(directory: Path, manifest: dict[str, Any]) -> None:
         build_pair_shards(
             source, tokenizer_path, directory, manifest, workers or os.cpu_count() or 1
         )
-    return PairShards(directory)
+
+    return PairShards(find_or_build(source, tokenizer_path, cache_dir, FORMAT_VERSION, build))

@@ -88,7 +88,7 @@ def test_an_unchanged_file_finds_its_shards_without_reading_the_text(
         return sha256_of(path)
 
     monkeypatch.setattr("seqlab.data.token_shards.build_pair_shards", no_build)
-    monkeypatch.setattr("seqlab.data.token_shards.sha256_of", hash_all_but_the_corpus)
+    monkeypatch.setattr("seqlab.data.shard_cache.sha256_of", hash_all_but_the_corpus)
     again = open_pair_shards(train, model, tmp_path / "cache")
     assert again.directory == first.directory
 
