@@ -225,11 +225,9 @@ class ASRData(Configurable):
                     try:
                         fields = parse_manifest_line(raw, line_no, train)
                     except ManifestError:
-                        if settings.bad_input == "refuse":
-                            raise
-                        continue  # counted and reported when the index is built
+                        continue  # refused, or counted and reported, by the index build
                     if fields is not None:
-                        texts.write(settings.label_text(fields[2]) + "\n")
+                        texts.write(settings.label_text(fields[2]).replace("\n", " ") + "\n")
             return [out]
 
         self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece_from_files(
