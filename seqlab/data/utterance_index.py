@@ -36,6 +36,7 @@ from seqlab.data.audio_manifest import (
     BadInputPolicy,
     LineChecker,
     ManifestEntry,
+    ManifestError,
     check_manifest_file,
     parse_manifest_line,
 )
@@ -193,19 +194,26 @@ class UtteranceIndex:
         """Utterance ``index`` as the manifest reader gives it, from its manifest line.
 
         Raises:
-          ManifestError: naming the line, should the manifest have changed under the run.
+          ManifestError: the manifest changed since the index was built (a new start
+            builds a new index), or its line no longer parses.
         """
+        where = f"{self.manifest_path}:{int(self._line_numbers[index])}"
         if self._manifest_bytes is None:
             with self.manifest_path.open("rb") as f:
-                self._manifest_bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if len(data) != self.manifest["source"]["size"]:
+                raise ManifestError(
+                    f"{self.manifest_path} changed since its index {self.directory} was "
+                    f"built; start again to index it anew"
+                )
+            self._manifest_bytes = data
         data = self._manifest_bytes
-        line_no = int(self._line_numbers[index])
         start = int(self._line_offsets[index])
         end = data.find(b"\n", start)
         line = data[start : end if end >= 0 else len(data)]
-        fields = parse_manifest_line(line, line_no, self.manifest_path)
-        assert fields is not None, f"{self.manifest_path}:{line_no} is blank"
-        where = f"{self.manifest_path}:{line_no}"
+        fields = parse_manifest_line(line, int(self._line_numbers[index]), self.manifest_path)
+        if fields is None:
+            raise ManifestError(f"{where}: blank, but indexed as an utterance (edited manifest?)")
         return ManifestEntry(fields[0], fields[1], int(self.num_samples[index]), fields[2], where)
 
     def identity(self) -> dict[str, Any]:

@@ -125,3 +125,13 @@ def test_a_broken_line_in_a_later_chunk_is_named_and_leaves_nothing(
     skipped = _train(speech_data(manifest_dir, num_workers=2))
     assert skipped.num_skipped == 1 and skipped.index.problems[0].startswith(f"{manifest}:10: ")
     assert [e.id for e in skipped.entries] == [f"u{i}" for i in range(12) if i != 9]
+
+
+def test_a_manifest_edited_under_a_run_is_refused_not_misread(
+    manifest_dir: Path, speech_data: Callable[..., ASRData]
+) -> None:
+    train = _train(speech_data(manifest_dir))
+    manifest = manifest_dir / "train.jsonl"
+    manifest.write_text(manifest.read_text()[40:])
+    with pytest.raises(ManifestError, match=rf"^{manifest} changed since its index"):
+        train.entries[0]
