@@ -93,6 +93,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         examples = data.examples("train")
         shards = getattr(examples, "shards", None)
         where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
+        index = getattr(examples, "index", None)  # speech: the utterance index
+        if index is not None:
+            where = f"{index.directory} ({len(index)} utterances)"
         if getattr(data.config, "streaming", False):
             where = "streamed from " + ", ".join(str(f) for f in examples.files)
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")

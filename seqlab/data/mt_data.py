@@ -22,6 +22,7 @@ from seqlab.data.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
     train_or_load_sentencepiece_from_files,
 )
+from seqlab.data.shard_cache import file_fingerprint
 from seqlab.data.streamed_pairs import (
     PairStream,
     StreamedPairs,
@@ -29,12 +30,7 @@ from seqlab.data.streamed_pairs import (
     streaming_identity,
 )
 from seqlab.data.text_pairs import check_data_file, read_text_pairs
-from seqlab.data.token_shards import (
-    PairShards,
-    file_fingerprint,
-    open_pair_shards,
-    write_pair_sample,
-)
+from seqlab.data.token_shards import PairShards, open_pair_shards, write_pair_sample
 
 SPLITS = ("train", "dev", "test")
 

@@ -13,10 +13,9 @@ A shard set is a directory ``<cache>/shards/<file stem>-<key>/`` holding
 
 The key hashes the format version, the source file's content hash and the tokenizer's, so a
 changed file or tokenizer makes a new shard set and an unchanged one is found again without
-reading the text: the content hash is computed once per (path, size, mtime) and remembered in
-``<cache>/shards/fingerprints.json``. Shards are written under a temporary name and renamed
-when whole. Reading maps the files (``numpy.memmap``): only the lengths are resident, and
-every process of a job shares the same pages of the OS cache.
+reading the text (seqlab.data.shard_cache, which the speech index shares). Reading maps the
+files (``numpy.memmap``): only the lengths are resident, and every process of a job shares
+the same pages of the OS cache.
 
 Building streams the file in chunks of lines that worker processes parse and encode, so the
 memory it takes does not grow with the corpus.
@@ -24,22 +23,27 @@ memory it takes does not grow with the corpus.
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import itertools
-import json
-import multiprocessing
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sentencepiece as spm
 
-from seqlab.core.atomic_files import write_atomic
-from seqlab.core.file_hash import sha256_of
+from seqlab.data.shard_cache import (
+    EncodedIds,
+    IdsColumn,
+    IdsColumnWriter,
+    building,
+    encode_ids,
+    find_or_build,
+    load_manifest,
+    load_worker_tokenizer,
+    map_in_order,
+    worker_tokenizer,
+    write_manifest,
+)
 from seqlab.data.text_pairs import (
     check_data_file,
     check_parquet_row,
@@ -48,40 +52,9 @@ from seqlab.data.text_pairs import (
     iter_parquet_rows,
     parse_pair_line,
 )
-from seqlab.data.varint import decode_varints, encode_varints, varint_sizes
 
 FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
-FINGERPRINTS_FILE = "fingerprints.json"
 _CHUNK_LINES = 20_000
-
-
-# ---- source fingerprints ----------------------------------------------------------------------
-def file_fingerprint(path: Path, cache_dir: Path) -> dict[str, Any]:
-    """{path, size, mtime_ns, sha256} of ``path``; the hash is read from the cache when the
-    size and modification time are those it was computed for."""
-    path = path.resolve()
-    stat = path.stat()
-    record = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    store = cache_dir / FINGERPRINTS_FILE
-    known: dict[str, Any] = {}
-    if store.is_file():
-        try:
-            known = json.loads(store.read_text())
-        except ValueError:
-            known = {}  # a damaged cache only costs a re-hash
-    cached = known.get(str(path))
-    if (
-        cached
-        and cached.get("size") == record["size"]
-        and cached.get("mtime_ns") == stat.st_mtime_ns
-    ):
-        return {**record, "sha256": cached["sha256"]}
-    record["sha256"] = sha256_of(path)
-    known[str(path)] = record
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(store, (json.dumps(known, indent=1) + "\n").encode())
-    return record
 
 
 # ---- reading raw lines ------------------------------------------------------------------------
@@ -170,33 +143,13 @@ def write_pair_sample(
 
 
 # ---- encoding in worker processes -------------------------------------------------------------
-_PROCESSOR: spm.SentencePieceProcessor | None = None
-
-
-def _load_processor(model_path: str) -> None:
-    global _PROCESSOR
-    _PROCESSOR = spm.SentencePieceProcessor(model_file=model_path)
-
-
-def flatten_ids(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(every id of ``ids`` concatenated [sum of lengths], each list's length [len(ids)]),
-    both int64."""
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths
-
-
-def _encode_chunk(
-    task: tuple[str, int, list[Any]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _encode_chunk(task: tuple[str, int, list[Any]]) -> tuple[EncodedIds, EncodedIds, int]:
     """Parses and encodes one chunk of lines.
 
     Returns:
-      (source varint bytes, source tokens per pair, source bytes per pair, the same three for
-      the targets, blank lines).
+      (the sources' encoded ids, the targets', blank lines).
     """
     path_text, first_line, lines = task
-    assert _PROCESSOR is not None
     path = Path(path_text)
     is_jsonl = is_jsonl_file(path)
     sources, targets = [], []
@@ -205,20 +158,9 @@ def _encode_chunk(
         if pair is not None:
             sources.append(pair[0])
             targets.append(pair[1])
-    out: list[np.ndarray] = []
-    for texts in (sources, targets):
-        flat, lengths = flatten_ids(_PROCESSOR.encode(texts))
-        token_bytes = np.concatenate(([0], np.cumsum(varint_sizes(flat))))
-        token_ends = np.cumsum(lengths)
-        sizes = token_bytes[token_ends] - token_bytes[token_ends - lengths]
-        out += [encode_varints(flat), lengths, sizes]
-    return (*out, len(lines) - len(sources))  # type: ignore[return-value]
-
-
-def _smallest_unsigned(values: np.ndarray) -> np.ndarray:
-    """``values`` as uint16, or uint32 where one does not fit."""
-    fits = not len(values) or int(values.max()) <= np.iinfo(np.uint16).max
-    return values.astype(np.uint16 if fits else np.uint32)
+    processor = worker_tokenizer()
+    encoded = [encode_ids(processor.encode(texts)) for texts in (sources, targets)]
+    return encoded[0], encoded[1], len(lines) - len(sources)
 
 
 def build_pair_shards(
@@ -229,53 +171,21 @@ def build_pair_shards(
     Raises:
       DataFormatError: naming the file and line of a malformed line (nothing is left behind).
     """
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    names = ("src_lengths", "src_sizes", "tgt_lengths", "tgt_sizes")
-    per_pair: dict[str, list[np.ndarray]] = {name: [] for name in names}
     blank = 0
-    # fork: workers need nothing of the parent but this module, and spawn would re-run an
-    # unguarded script's top level (a notebook's, or a user's train.py) in every worker.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    try:
-        with (
-            open(tmp / "src.bin", "wb") as src_file,
-            open(tmp / "tgt.bin", "wb") as tgt_file,
-            context.Pool(workers, _load_processor, (str(tokenizer_path),)) as pool,
-        ):
-            pending: collections.deque[Any] = collections.deque()
-
-            def drain_one() -> None:
-                nonlocal blank
-                src, src_lengths, src_sizes, tgt, tgt_lengths, tgt_sizes, skipped = (
-                    pending.popleft().get()
-                )
-                src_file.write(src.tobytes())
-                tgt_file.write(tgt.tobytes())
-                values = (src_lengths, src_sizes, tgt_lengths, tgt_sizes)
-                for name, value in zip(names, values, strict=True):
-                    per_pair[name].append(value)
+    with building(out_dir) as tmp:
+        columns = [IdsColumnWriter(tmp, "src"), IdsColumnWriter(tmp, "tgt")]
+        try:
+            tasks = ((str(source), first, lines) for first, lines in iter_chunks(source))
+            for src, tgt, skipped in map_in_order(
+                _encode_chunk, tasks, workers, load_worker_tokenizer, (str(tokenizer_path),)
+            ):
+                columns[0].append(src)
+                columns[1].append(tgt)
                 blank += skipped
-
-            for first, lines in iter_chunks(source):
-                pending.append(pool.apply_async(_encode_chunk, ((str(source), first, lines),)))
-                if len(pending) >= 2 * workers:  # bounded memory: a few chunks in flight
-                    drain_one()
-            while pending:
-                drain_one()
-        for name, parts in per_pair.items():
-            values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-            np.save(tmp / f"{name}.npy", _smallest_unsigned(values))
-        count = sum(len(x) for x in per_pair["src_lengths"])
-        manifest = {**manifest, "encoding": "leb128", "num_pairs": count, "blank_lines": blank}
-        write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        finally:
+            counts = [column.close() for column in columns]
+        manifest = {**manifest, "encoding": "leb128", "num_pairs": counts[0], "blank_lines": blank}
+        write_manifest(tmp, manifest)
 
 
 class PairShards:
@@ -283,20 +193,11 @@ class PairShards:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        self._bytes: dict[str, np.ndarray] = {}
-        self._offsets: dict[str, np.ndarray] = {}
-        self.lengths: dict[str, np.ndarray] = {}
-        for side in ("src", "tgt"):
-            size = (directory / f"{side}.bin").stat().st_size
-            self._bytes[side] = (
-                np.memmap(directory / f"{side}.bin", dtype=np.uint8, mode="r", shape=(size,))
-                if size
-                else np.zeros(0, np.uint8)
-            )
-            sizes = np.load(directory / f"{side}_sizes.npy")
-            self._offsets[side] = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
-            self.lengths[side] = np.load(directory / f"{side}_lengths.npy").astype(np.int32)
+        self.manifest = load_manifest(directory)
+        self._columns = {side: IdsColumn(directory, side) for side in ("src", "tgt")}
+        self.lengths: dict[str, np.ndarray] = {
+            side: column.lengths for side, column in self._columns.items()
+        }
 
     def __len__(self) -> int:
         return int(self.manifest["num_pairs"])
@@ -307,8 +208,7 @@ class PairShards:
 
     def ids(self, side: str, index: int) -> np.ndarray:
         """The token ids of pair ``index``'s ``side`` (src or tgt), without BOS or EOS."""
-        offsets = self._offsets[side]
-        return decode_varints(self._bytes[side][offsets[index] : offsets[index + 1]])
+        return self._columns[side].ids(index)
 
 
 def open_pair_shards(
@@ -317,20 +217,10 @@ def open_pair_shards(
     """The shard set of ``source`` encoded with ``tokenizer_path``: found by its manifest's
     key, or built (by ``workers`` processes; 0 = one per core)."""
     source = check_data_file(source)
-    shards_dir = cache_dir / "shards"
-    fingerprint = file_fingerprint(source, shards_dir)
-    tokenizer_sha = sha256_of(tokenizer_path)
-    key = hashlib.sha256(
-        f"{FORMAT_VERSION}\n{fingerprint['sha256']}\n{tokenizer_sha}".encode()
-    ).hexdigest()[:16]
-    directory = shards_dir / f"{source.stem}-{key}"
-    if not (directory / MANIFEST_FILE).is_file():
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "source": fingerprint,
-            "tokenizer_sha256": tokenizer_sha,
-        }
+
+    def build(directory: Path, manifest: dict[str, Any]) -> None:
         build_pair_shards(
             source, tokenizer_path, directory, manifest, workers or os.cpu_count() or 1
         )
-    return PairShards(directory)
+
+    return PairShards(find_or_build(source, tokenizer_path, cache_dir, FORMAT_VERSION, build))

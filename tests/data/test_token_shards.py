@@ -12,13 +12,9 @@ import pytest
 import sentencepiece as spm
 
 from seqlab.core.file_hash import sha256_of
+from seqlab.data.shard_cache import MANIFEST_FILE, file_fingerprint
 from seqlab.data.text_pairs import DataFormatError, read_text_pairs
-from seqlab.data.token_shards import (
-    MANIFEST_FILE,
-    file_fingerprint,
-    iter_pairs,
-    open_pair_shards,
-)
+from seqlab.data.token_shards import iter_pairs, open_pair_shards
 
 WORDS = "in the beginning god created heaven and earth light darkness day night".split()
 
@@ -92,7 +88,7 @@ def test_an_unchanged_file_finds_its_shards_without_reading_the_text(
         return sha256_of(path)
 
     monkeypatch.setattr("seqlab.data.token_shards.build_pair_shards", no_build)
-    monkeypatch.setattr("seqlab.data.token_shards.sha256_of", hash_all_but_the_corpus)
+    monkeypatch.setattr("seqlab.data.shard_cache.sha256_of", hash_all_but_the_corpus)
     again = open_pair_shards(train, model, tmp_path / "cache")
     assert again.directory == first.directory
 
