@@ -22,7 +22,7 @@ from seqlab.data.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
     train_or_load_sentencepiece_from_files,
 )
-from seqlab.data.shard_cache import file_fingerprint
+from seqlab.data.shard_cache import data_identity, file_fingerprint
 from seqlab.data.streamed_pairs import (
     PairStream,
     StreamedPairs,
@@ -125,12 +125,7 @@ class ShardedPairs:
 
     def identity(self) -> dict[str, Any]:
         """What identifies these pairs: the shard set, its source file and tokenizer."""
-        manifest = self.shards.manifest
-        return {
-            "data": str(self.shards.directory),
-            "sources": [manifest["source"]],
-            "tokenizer_sha256": manifest["tokenizer_sha256"],
-        }
+        return data_identity(self.shards.directory, self.shards.manifest)
 
 
 class MTData(Configurable):
