@@ -55,6 +55,8 @@ def train(experiment: str, logdir: Path, run_sets: list[str]) -> Path:
         ("lm.bible_en.transformer_tiny", "torch"),
         ("lm.bible_en.lstm_tiny", "torch"),
         ("lm.bible_en.lstm_tiny", "onnx"),
+        ("mt.bible_en_es.hybrid_tiny", "onnx"),
+        ("lm.bible_en.transformer_tiny", "onnx"),
     ],
 )
 def test_infer_from_the_artifact_prints_what_the_logdir_prints(
