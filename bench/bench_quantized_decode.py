@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from seqlab.export.ctranslate2_converter import convert_to_ctranslate2, translate_ids
+from seqlab.export.ctranslate2_converter import convert_to_ctranslate2
+from seqlab.export.ctranslate2_runner import translate_ids
 from seqlab.export.predictor import Predictor
 from seqlab.quant.ptq import quantize_int8
 from seqlab.train.decode_runner import decode_dataset

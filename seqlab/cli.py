@@ -109,11 +109,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_device(parser: argparse.ArgumentParser) -> None:
+def _add_device(parser: argparse.ArgumentParser, default: str = "auto", what: str = "") -> None:
     parser.add_argument(
         "--device",
-        default="auto",
-        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+        default=default,
+        help=f"auto (CUDA when present, else CPU), cpu, cuda or cuda:N{what} (default {default})",
     )
 
 
@@ -250,20 +250,23 @@ def cmd_infer(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     # None: the Predictor's default, or the limit the artifact was exported with.
     limits = {} if max_tokens is None else {"max_input_tokens": max_tokens}
+    from seqlab.train.device import resolve_device
+
+    device = resolve_device(args.device, name="--device")
     if args.artifact:
         from seqlab.export.artifact_predictor import ArtifactPredictor
 
         if args.quantize != "none":
             raise UsageError("an artifact is quantized when exported: seqlab export --quantize")
         predictor: Any = ArtifactPredictor(
-            Path(args.artifact), max_batch_size=args.batch_size, **limits
+            Path(args.artifact), max_batch_size=args.batch_size, device=device, **limits
         )
     else:
         from seqlab.export.predictor import Predictor
 
         predictor = Predictor.from_logdir(
             Path(args.logdir),
-            device=args.device,
+            device=device,
             max_batch_size=args.batch_size,
             task=args.task,
             use_ema=args.ema,
@@ -346,6 +349,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_input_tokens=args.max_input_tokens,
         checkpoint=args.checkpoint,
+        device=args.device,
     )
     print(f"[seqlab] {args.format} artifact ({args.quantize}) written to {out}")
     return 0
@@ -427,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         "infer", help="translate lines from stdin or --input, or transcribe --input audio files"
     )
     p.add_argument("--logdir", default="", help="a training run (or use --artifact)")
-    p.add_argument("--artifact", default="", help="an artifact from seqlab export (torch/onnx)")
+    p.add_argument(
+        "--artifact", default="", help="an artifact from seqlab export (torch, onnx, ctranslate2)"
+    )
     p.add_argument(
         "--input", nargs="*", default=[], help="a text file, or audio files (one transcript each)"
     )
@@ -475,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-input-tokens", type=int, default=256, help="tokens per input text")
     _add_checkpoint(p)
     _add_quantize(p)
+    _add_device(p, "cpu", "; the model is traced there, the artifact runs on any device")
     p.set_defaults(fn=cmd_export)
     return parser
 

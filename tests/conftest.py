@@ -52,3 +52,19 @@ def manifest_dir(tmp_path: Path) -> Path:
     rows.append({"id": "bad", "audio": "missing.wav", "text": "x"})
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def two_step_run_sets(bible_cache_dir: Path) -> list[str]:
+    """``--set`` values of a quick tiny run: 2 steps on 200 training examples, one thread,
+    nothing saved or evaluated before the end (add the task's own settings)."""
+    return [
+        f"data.cache_dir={bible_cache_dir}",
+        "data.train_limit=200",
+        "data.eval_limit=4",
+        "trainer.max_steps=2",
+        "trainer.checkpoint_every_steps=0",
+        "trainer.eval_every_steps=0",
+        "trainer.decode_every_steps=0",
+        "trainer.num_threads=1",
+    ]

@@ -34,6 +34,24 @@ class NestedMap(dict):
                 out.append((key, value))
         return out
 
+    def with_leaves(self, leaves: dict[str, Any]) -> NestedMap:
+        """A copy with the leaves named by :meth:`flatten`'s dotted keys replaced.
+
+        The structure (empty NestedMaps included) is this map's; unnamed leaves are kept.
+        """
+
+        def fill(node: NestedMap, prefix: str) -> NestedMap:
+            out = NestedMap()
+            for key, value in node.items():
+                name = f"{prefix}{key}"
+                if isinstance(value, NestedMap):
+                    out[key] = fill(value, f"{name}.")
+                else:
+                    out[key] = leaves.get(name, value)
+            return out
+
+        return fill(self, "")
+
     def transform(self, fn: Callable[[Any], Any]) -> NestedMap:
         """A new NestedMap with ``fn`` applied to every leaf."""
         return NestedMap(

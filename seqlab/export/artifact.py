@@ -3,8 +3,9 @@
 An artifact is a directory::
 
     manifest.json        what the files are, their sha256, model dims, token ids, limits
-    encoder.<ext>        the encoder program (.pt2 = torch.export, .onnx = ONNX)
+    encoder.<ext>        the encoder program (.pt2 = torch.export, .onnx = ONNX; not for LMs)
     decoder_step.<ext>   the single decoder step program
+    ctranslate2/         (ctranslate2 format, instead of the programs) the CTranslate2 model
     spm.model            the SentencePiece tokenizer
     config.json          the full experiment config the model was trained with
 
@@ -22,7 +23,8 @@ from typing import Any
 from seqlab.core.file_hash import sha256_of
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the programs' state tensors are listed by name (every model family); 1: TransformerMT.
+FORMAT_VERSION = 2
 FORMATS = ("torch", "onnx", "ctranslate2")
 PROGRAM_SUFFIX = {"torch": ".pt2", "onnx": ".onnx"}
 
@@ -63,7 +65,8 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"{path}: format_version {version!r}; this seqlab reads version {FORMAT_VERSION}"
+            f"{path}: format_version {version!r}; this seqlab reads version {FORMAT_VERSION} "
+            "(export the run again)"
         )
     if manifest.get("format") not in FORMATS:
         raise ArtifactError(f"{path}: format {manifest.get('format')!r}; expected one of {FORMATS}")

@@ -1,7 +1,8 @@
-"""Translate with an exported artifact: no experiment registry, no training code.
+"""Decode with an exported artifact: no experiment registry, no training code.
 
-Imports only the tokenizer, the beam search and the program runners, so a serving process
-needs the artifact directory and the seqlab package, nothing from the run that trained it.
+Imports only the tokenizer, the beam search, the sampler and the program runners (or the
+ctranslate2 package), so a serving process needs the artifact directory and the seqlab
+package, nothing from the run that trained it.
 """
 
 from __future__ import annotations
@@ -14,22 +15,31 @@ import torch
 from seqlab.core.layer import lengths_to_paddings
 from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from seqlab.decoding.beam_search import BeamSearch
-from seqlab.export.artifact import ArtifactError, read_manifest
+from seqlab.decoding.sampling import Sampler
+from seqlab.export.artifact import read_manifest
 from seqlab.export.exported_step_model import ExportedStepModel
-from seqlab.export.input_limits import add_eos_within_limit, check_batch_size
+from seqlab.export.input_limits import (
+    InputTooLargeError,
+    add_eos_within_limit,
+    check_batch_size,
+    check_input_lengths,
+)
 from seqlab.export.input_text import check_plain_text
-from seqlab.export.program_runners import load_program
+from seqlab.export.model_families import LANGUAGE_MODEL
+from seqlab.export.program_runners import CPU, load_program
 
 
 class ArtifactPredictor:
-    """Loads an artifact written by ``seqlab export`` (torch or onnx) and translates text.
+    """Loads an artifact written by ``seqlab export`` and decodes text with it.
 
-    Decoding is seqlab's own batched beam search over the exported encoder and decoder-step
-    programs, with the settings the model was trained with (from the manifest) unless
-    overridden.
+    Translation models (torch and onnx artifacts) decode with seqlab's own batched beam search
+    over the exported encoder and decoder-step programs; language models continue prompts with
+    seqlab's sampler over the step program; ctranslate2 artifacts translate with CTranslate2's
+    own search. The decoding settings are those the model was trained with (from the
+    manifest) unless overridden.
     """
 
-    is_speech = False  # artifacts hold text-to-text models
+    is_speech = False  # artifacts hold text models
 
     def __init__(
         self,
@@ -38,47 +48,79 @@ class ArtifactPredictor:
         max_input_tokens: int | None = None,
         beam_search: BeamSearch.Config | None = None,
         num_threads: int = 0,
+        device: str | torch.device = CPU,
+        sampler: Sampler.Config | None = None,
     ) -> None:
         """Loads and verifies the artifact.
 
         Args:
           directory: the artifact.
           max_batch_size: most texts per ``predict`` call; None = the manifest's limit.
-          max_input_tokens: most tokens per text (EOS included); None = the manifest's limit.
-          beam_search: decoding settings; None = those the model was trained with.
-          num_threads: onnxruntime intra-op threads; 0 = as many as torch uses.
+          max_input_tokens: most tokens per text (EOS or BOS included); None = the
+            manifest's limit.
+          beam_search: a translation model's decoding settings; None = as trained.
+          num_threads: onnxruntime / CTranslate2 intra-op threads; 0 = as many as torch uses.
+          device: cpu, cuda, cuda:N or auto; where the programs (or CTranslate2) run.
+          sampler: a language model's decoding settings; None = as trained.
 
         Raises:
           ArtifactError: naming the missing, corrupt or unsupported file.
+          DeviceError: a device this machine (or the artifact's runtime) cannot use.
         """
+        if not isinstance(device, torch.device):
+            # Imported only here: a predictor given a torch.device loads nothing from
+            # seqlab.train.
+            from seqlab.train.device import resolve_device
+
+            device = resolve_device(device, name="device")
+        self.device = device
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
-        if manifest["format"] not in ("torch", "onnx"):
-            raise ArtifactError(
-                f"{directory} is a {manifest['format']} artifact; ArtifactPredictor runs torch "
-                "and onnx artifacts (load ctranslate2 ones with ctranslate2.Translator)"
-            )
         self.manifest = manifest
         model = manifest["model"]
         limits = manifest["limits"]
+        self.kind = model.get("kind")
         self.max_batch_size = max_batch_size or limits["max_batch_size"]
         self.max_input_tokens = max_input_tokens or limits["max_input_tokens"]
         self.tokenizer = SentencePieceTokenizer.load(
             SentencePieceTokenizer.Config(), self.directory / manifest["tokenizer"]
         )
-        search_config = beam_search or BeamSearch.Config.from_dict(manifest["beam_search"])
-        assert isinstance(search_config, BeamSearch.Config)
-        self.search = search_config.build()
         self.start_id = int(model["start_id"])
         self.eos_id = int(model["eos_id"])
         self.pad_id = int(model["pad_id"])
-        self.max_output_tokens = int(model["max_output_tokens"])
+        if self.kind == LANGUAGE_MODEL:
+            sampler_config = sampler or Sampler.Config.from_dict(manifest["sampler"])
+            assert isinstance(sampler_config, Sampler.Config)
+            self.sampler = sampler_config.build()
+        else:
+            search_config = beam_search or BeamSearch.Config.from_dict(manifest["beam_search"])
+            assert isinstance(search_config, BeamSearch.Config)
+            self.search = search_config.build()
+            self.max_output_tokens = int(model["max_output_tokens"])
+        self.translator: Any = None
+        if manifest["format"] == "ctranslate2":
+            from seqlab.export.ctranslate2_runner import load_translator
+
+            self.translator = load_translator(self.directory, manifest, device, num_threads)
+            processor = self.tokenizer.processor
+            self.pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+            return
+        # onnxruntime takes and returns host tensors, whichever device it runs on.
+        tensor_device = device if manifest["format"] == "torch" else CPU
+        state = manifest["state"]
+        programs = manifest["programs"]
+        self.max_steps = state.get("max_steps")
         self.model = ExportedStepModel(
-            load_program(self.directory, manifest, "encoder", num_threads),
-            load_program(self.directory, manifest, "decoder_step", num_threads),
-            num_layers=model["num_layers"],
-            num_heads=model["num_heads"],
-            head_dim=model["head_dim"],
+            load_program(self.directory, manifest, "decoder_step", num_threads, device),
+            carried=state["carried"],
+            constants=state["constants"],
+            encoder=(
+                load_program(self.directory, manifest, "encoder", num_threads, device)
+                if "encoder" in programs
+                else None
+            ),
+            initial_shapes=state.get("initial_shapes"),
+            device=tensor_device,
         )
 
     @torch.no_grad()
@@ -87,10 +129,25 @@ class ArtifactPredictor:
     ) -> list[list[int]]:
         """Decodes token id lists (each ending in EOS) -> best hypothesis ids (no BOS/EOS).
 
-        ``beam_search`` overrides the predictor's decoding settings for this call.
+        ``beam_search`` overrides the predictor's decoding settings for this call. A
+        ctranslate2 artifact runs CTranslate2's search with the same beam size and length
+        limits, and ``length_penalty_alpha`` as its length penalty (it normalizes by
+        ``|Y| ** alpha``, seqlab by GNMT's ``((5 + |Y|) / 6) ** alpha``).
         """
         search = self.search if beam_search is None else beam_search.build()
         lengths = torch.tensor([len(row) for row in source_ids])
+        if self.translator is not None:
+            from seqlab.export.ctranslate2_runner import translate_ids
+
+            max_lengths = search.max_lengths(lengths, self.max_output_tokens)
+            return translate_ids(
+                self.translator,
+                self.pieces,
+                source_ids,
+                max_lengths.tolist(),
+                beam_size=search.config.beam_size,
+                length_penalty=search.config.length_penalty_alpha,
+            )
         src_ids = torch.full((len(source_ids), int(lengths.max())), self.pad_id, dtype=torch.long)
         for i, row in enumerate(source_ids):
             src_ids[i, : len(row)] = torch.tensor(row)
@@ -107,8 +164,26 @@ class ArtifactPredictor:
         )
         return result.best_ids
 
+    @torch.no_grad()
+    def continue_ids(self, prompts: list[list[int]]) -> list[list[int]]:
+        """A language model's continuations of token id prompts (without BOS), EOS not
+        included, as ``seqlab infer`` samples them from a logdir.
+
+        Raises:
+          InputTooLargeError: a prompt plus ``max_new_tokens`` beyond the positions the
+            model's step program accepts.
+        """
+        steps = self.sampler.num_steps(prompts)
+        if self.max_steps is not None and steps > self.max_steps:
+            raise InputTooLargeError(
+                f"the longest prompt plus sampler.max_new_tokens needs {steps} steps; this "
+                f"model has positions for {self.max_steps}"
+            )
+        state = self.model.zero_state(len(prompts))
+        return self.sampler.sample(self.model, state, prompts, self.start_id, self.eos_id)
+
     def predict(self, texts: list[str]) -> list[str]:
-        """Translates each text; one output string per input.
+        """Translates each text, or (a language model) continues it; one output per input.
 
         Raises:
           InputTooLargeError: more than ``max_batch_size`` texts, or a text longer than
@@ -119,10 +194,15 @@ class ArtifactPredictor:
         check_plain_text(texts)
         if not texts:
             return []
-        ids = add_eos_within_limit(
-            self.tokenizer.encode_batch(texts), self.eos_id, self.max_input_tokens
-        )
-        return [self.tokenizer.decode(out) for out in self.translate_ids(ids)]
+        ids = self.tokenizer.encode_batch(texts)
+        if self.kind == LANGUAGE_MODEL:
+            check_input_lengths(ids, self.max_input_tokens)
+            outputs = self.continue_ids(ids)
+        else:
+            outputs = self.translate_ids(
+                add_eos_within_limit(ids, self.eos_id, self.max_input_tokens)
+            )
+        return [self.tokenizer.decode(out) for out in outputs]
 
     def describe(self) -> dict[str, Any]:
         """Format, quantization and origin of the loaded artifact (for logs)."""

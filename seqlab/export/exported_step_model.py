@@ -1,4 +1,5 @@
-"""An exported encoder and decoder-step program pair as the beam search's IncrementalModel."""
+"""An artifact's encoder and decoder-step programs as the beam search's IncrementalModel (and
+the sampler's step model)."""
 
 from __future__ import annotations
 
@@ -11,55 +12,62 @@ from seqlab.export.program_runners import Program
 class ExportedStepModel:
     """Runs the programs of ``seqlab.export.programs`` (torch.export or ONNX) step by step.
 
-    The state holds the programs' tensors: ``self_key`` / ``self_value`` [N, L, H, T, Dh]
-    (grown by one position per step), ``cross_key`` / ``cross_value`` [N, L, H, S, Dh],
-    ``encoder_paddings`` [N, S], and ``beam_size`` K. ``expand_state`` repeats every row K
-    times (so each beam has its copy of the encoder keys/values, as the step program takes
-    them); afterwards ``reorder_state`` moves only the self-attention caches, because beams
-    stay within their example, whose rows are identical elsewhere.
+    The state holds the programs' tensors by their manifest names: ``carried`` (returned anew
+    by every step) and ``constants`` (from the encoder program, one row per hypothesis), and
+    ``beam_size`` K. ``expand_state`` repeats every row K times (so each beam has its copy of
+    the constants, as the step program takes them); afterwards ``reorder_state`` moves only
+    the carried tensors, because beams stay within their example, whose rows are identical
+    elsewhere.
     """
 
     def __init__(
-        self, encoder: Program, decoder_step: Program, num_layers: int, num_heads: int,
-        head_dim: int,
-    ) -> None:  # fmt: skip
+        self,
+        decoder_step: Program,
+        carried: list[str],
+        constants: list[str],
+        encoder: Program | None = None,
+        initial_shapes: dict[str, list[int]] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        """``encoder`` makes the initial state of a translation model; a language model (no
+        encoder) starts from zeros of ``initial_shapes`` (per row) on ``device``."""
         self.encoder = encoder
         self.decoder_step = decoder_step
-        self.cache_dims = (num_layers, num_heads, 0, head_dim)
+        self.carried = list(carried)
+        self.constants = list(constants)
+        self.initial_shapes = initial_shapes or {}
+        self.device = torch.device(device)
 
     def init_state(self, src_ids: torch.Tensor, src_paddings: torch.Tensor) -> NestedMap:
-        """Runs the encoder program.
+        """Runs the encoder program on [B, S] ids and paddings (1.0 = pad): the state of B rows."""
+        assert self.encoder is not None, "a language model starts from zero_state"
+        outputs = self.encoder(src_ids.to(self.device), src_paddings.to(self.device))
+        return self._state(outputs[: len(self.carried)], outputs[len(self.carried) :])
 
-        Args:
-          src_ids: [B, S] long.
-          src_paddings: [B, S] float, 1.0 = pad.
+    def zero_state(self, rows: int) -> NestedMap:
+        """A language model's state before BOS, for ``rows`` rows."""
+        carried = [
+            torch.zeros([rows, *self.initial_shapes[name]], device=self.device)
+            for name in self.carried
+        ]
+        return self._state(carried, [])
 
-        Returns:
-          The state of B rows before the first step.
-        """
-        cross_key, cross_value = self.encoder(src_ids, src_paddings)
-        empty = cross_key.new_zeros((src_ids.shape[0], *self.cache_dims))
+    def _state(self, carried: list | tuple, constants: list | tuple) -> NestedMap:
         return NestedMap(
             beam_size=1,
-            self_key=empty,
-            self_value=empty.clone(),
-            cross_key=cross_key,
-            cross_value=cross_value,
-            encoder_paddings=src_paddings,
+            carried=NestedMap(zip(self.carried, carried, strict=True)),
+            constants=NestedMap(zip(self.constants, constants, strict=True)),
         )
 
     def extend_step(
         self, state: NestedMap, ids: torch.Tensor
     ) -> tuple[torch.Tensor, NestedMap, None]:
-        log_probs, self_key, self_value = self.decoder_step(
-            ids,
-            state.self_key,
-            state.self_value,
-            state.cross_key,
-            state.cross_value,
-            state.encoder_paddings,
+        """[N] last ids -> ([N, V] next-token log-probs, state, None)."""
+        log_probs, *carried = self.decoder_step(
+            ids.to(self.device), *state.carried.values(), *state.constants.values()
         )
-        return log_probs, NestedMap(state, self_key=self_key, self_value=self_value), None
+        new_carried = NestedMap(zip(self.carried, carried, strict=True))
+        return log_probs, NestedMap(state, carried=new_carried), None
 
     def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
         return NestedMap(
@@ -72,12 +80,11 @@ class ExportedStepModel:
         )
 
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
+        def select(part: NestedMap) -> NestedMap:
+            return part.transform(lambda v: v.index_select(0, indices.to(v.device)))
+
         if state.beam_size == 1:
-            return state.transform(
-                lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
+            return NestedMap(
+                state, carried=select(state.carried), constants=select(state.constants)
             )
-        return NestedMap(
-            state,
-            self_key=state.self_key.index_select(0, indices),
-            self_value=state.self_value.index_select(0, indices),
-        )
+        return NestedMap(state, carried=select(state.carried))

@@ -7,7 +7,6 @@ exporter, run with onnxruntime) and ``ctranslate2`` (a CTranslate2 model directo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -17,28 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export.passes import move_to_device_pass
 
-from seqlab.data.sentencepiece_tokenizer import EOS_ID, PAD_ID
+from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqlab.export.artifact import FORMATS, PROGRAM_SUFFIX, ArtifactError, write_manifest
+from seqlab.export.model_families import LANGUAGE_MODEL, ModelFamily, family_of
 from seqlab.export.predictor import Predictor
 from seqlab.export.programs import (
     ENCODER_INPUTS,
-    ENCODER_OUTPUTS,
-    STEP_INPUTS,
-    STEP_OUTPUTS,
     DecoderStepProgram,
     EncoderProgram,
-    ProgramShapes,
-    encoder_example,
-    step_example,
+    check_encoder_traceable,
+    max_positions,
+    program_examples,
 )
-from seqlab.models.mt.transformer_model import TransformerMT
 from seqlab.quant.ptq import (
+    check_int8_device,
     check_quantize_mode,
     folded_copy,
     quantize_int8,
     quantize_onnx_int8,
 )
+from seqlab.train.device import resolve_device
 from seqlab.train.run_context import TOKENIZER_FILE
 
 
@@ -50,6 +49,7 @@ def export_artifact(
     max_batch_size: int = 64,
     max_input_tokens: int = 256,
     checkpoint: str | int | Path | None = None,
+    device: str = "cpu",
 ) -> Path:
     """Exports the newest good checkpoint of ``logdir`` (or the one ``checkpoint`` names: a
     step, or a checkpoint file) to the artifact directory ``out``.
@@ -57,13 +57,16 @@ def export_artifact(
     The artifact is written under a temporary name and renamed when complete.
 
     Args:
-      logdir: a training logdir of a TransformerMT experiment.
+      logdir: a training logdir of a model family that ``seqlab.export.model_families``
+        lists for ``format``.
       out: the artifact directory to create; it must not exist (or be empty).
       format: "torch", "onnx" or "ctranslate2".
       quantize: "none" or "int8" (dynamic int8 Linear layers).
       max_batch_size: the predictor's limit on texts per call, recorded in the manifest.
       max_input_tokens: the predictor's limit on tokens per text, recorded in the manifest.
       checkpoint: a step of the run's checkpoints or a checkpoint file (None: the newest).
+      device: where the model is loaded and traced (cpu, cuda, cuda:N, auto); the saved
+        programs are moved to the CPU, so an artifact runs on any device.
 
     Returns:
       ``out``.
@@ -71,32 +74,37 @@ def export_artifact(
     if format not in FORMATS:
         raise ArtifactError(f"--format must be one of {FORMATS}, got {format!r}")
     check_quantize_mode(quantize)
+    target = resolve_device(device, name="--device")
+    check_int8_device(quantize, target)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArtifactError(f"{out} already exists; choose another --out or remove it")
-    predictor = Predictor.from_logdir(Path(logdir), pack_linear=False, checkpoint=checkpoint)
+    predictor = Predictor.from_logdir(
+        Path(logdir), pack_linear=False, device=target, checkpoint=checkpoint
+    )
     context = predictor.context
     task = context.task
-    if not isinstance(task, TransformerMT):
-        raise ArtifactError(
-            f"seqlab export supports TransformerMT models; {logdir} trains {type(task).__name__}"
-        )
+    architecture = type(task).__name__
+    family = family_of(architecture, format)
+    if format != "ctranslate2" and family.kind != LANGUAGE_MODEL:
+        check_encoder_traceable(task)
     task.eval()
-    shapes = ProgramShapes.of(task)
+    limit = max_positions(task)
+    is_lm = family.kind == LANGUAGE_MODEL
     manifest: dict[str, Any] = {
         "format": format,
         "quantize": quantize,
         "tokenizer": "spm.model",
         "config": "config.json",
         "model": {
-            "architecture": "TransformerMT",
-            **dataclasses.asdict(shapes),
-            "max_output_tokens": shapes.max_positions - 1,
-            "start_id": task.config.start_id,
+            "architecture": architecture,
+            "kind": family.kind,
+            "vocab_size": task.config.embedding.vocab_size,
+            "max_positions": limit,
+            "start_id": BOS_ID if is_lm else task.config.start_id,
             "eos_id": EOS_ID,
             "pad_id": PAD_ID,
         },
-        "beam_search": task.config.beam_search.to_dict(),
         "limits": {"max_batch_size": max_batch_size, "max_input_tokens": max_input_tokens},
         "source": {
             "logdir": str(Path(logdir).resolve()),
@@ -104,6 +112,11 @@ def export_artifact(
             "checkpoint": str(predictor.checkpoint_path),
         },
     }
+    if is_lm:
+        manifest["sampler"] = task.config.sampler.to_dict()
+    else:
+        manifest["beam_search"] = task.config.beam_search.to_dict()
+        manifest["model"]["max_output_tokens"] = min(task.max_output_length(), limit - 1)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -115,7 +128,7 @@ def export_artifact(
                 task, context.data.tokenizer, tmp / "ctranslate2", quantize
             )
         else:
-            manifest["programs"] = _export_programs(task, shapes, format, quantize, tmp)
+            manifest.update(_export_programs(task, family, format, quantize, tmp))
             if format == "torch" and quantize == "int8":
                 manifest["requires"] = ["torchao"]
         shutil.copyfile(context.logdir / TOKENIZER_FILE, tmp / "spm.model")
@@ -133,23 +146,47 @@ def export_artifact(
 
 
 def _export_programs(
-    task: TransformerMT, shapes: ProgramShapes, format: str, quantize: str, directory: Path
+    task: torch.nn.Module,
+    family: ModelFamily,
+    format: str,
+    quantize: str,
+    directory: Path,
 ) -> dict[str, Any]:
-    """Writes the encoder and decoder-step programs; returns their manifest entries."""
+    """Writes the encoder and decoder-step programs; returns their manifest sections
+    (``programs`` and ``state``)."""
     if quantize == "int8":
         # onnxruntime quantizes MatMuls with constant weights: fold QAT layers first.
         task = quantize_int8(task, exportable=True) if format == "torch" else folded_copy(task)
+    examples = program_examples(task, family)
+    layout = examples.layout
+    step_inputs = ("ids", *layout.carried, *layout.constants)
+    step_outputs = ("log_probs", *(f"new_{name}" for name in layout.carried))
     programs = {
-        "encoder": (EncoderProgram(task), encoder_example(shapes), ENCODER_INPUTS, ENCODER_OUTPUTS),
-        "decoder_step": (DecoderStepProgram(task), step_example(shapes), STEP_INPUTS, STEP_OUTPUTS),
+        "decoder_step": (DecoderStepProgram(task, layout), examples.step, step_inputs, step_outputs)
     }
+    state: dict[str, Any] = {
+        "carried": list(layout.carried),
+        "constants": list(layout.constants),
+        # Growing caches accept T up to the position table's end: the most steps.
+        "max_steps": max_positions(task) if layout.growing_caches else None,
+    }
+    if examples.encoder is None:
+        _check_zero_state(task, examples.initial_carried)
+        state["initial_shapes"] = examples.initial_shapes
+    else:
+        encoder = EncoderProgram(task, family, layout)
+        outputs = (*layout.carried, *layout.constants)
+        programs["encoder"] = (encoder, examples.encoder, ENCODER_INPUTS, outputs)
     entries = {}
-    for name, (program, (inputs, dynamic_shapes), input_names, output_names) in programs.items():
+    for name, (program, (inputs, dims), input_names, output_names) in programs.items():
         path = directory / f"{name}{PROGRAM_SUFFIX[format]}"
+        program.eval()
+        dynamic_shapes = _by_parameter(program, dims)
         with torch.no_grad():
             if format == "torch":
                 exported = torch.export.export(program, inputs, dynamic_shapes=dynamic_shapes)
-                torch.export.save(exported, path)
+                # Traced on any device, saved for the CPU: the predictor moves it where asked.
+                torch.export.save(move_to_device_pass(exported, "cpu"), path)
             else:
                 _export_onnx(program, inputs, dynamic_shapes, input_names, output_names, path)
                 if quantize == "int8":
@@ -159,13 +196,29 @@ def _export_programs(
             "inputs": list(input_names),
             "outputs": list(output_names),
         }
-    return entries
+    return {"programs": entries, "state": state}
+
+
+def _by_parameter(program: torch.nn.Module, dynamic_shapes: tuple[dict, ...]) -> dict[str, Any]:
+    """Dynamic shapes keyed by ``forward``'s parameter names (``*tensors`` gets a tuple)."""
+    if isinstance(program, DecoderStepProgram):
+        return {"ids": dynamic_shapes[0], "tensors": tuple(dynamic_shapes[1:])}
+    return dict(zip(ENCODER_INPUTS, dynamic_shapes, strict=True))
+
+
+def _check_zero_state(task: torch.nn.Module, state: tuple[torch.Tensor, ...]) -> None:
+    """A language model's artifact starts from zeros; refuses a model whose state does not."""
+    if any(bool(tensor.any()) for tensor in state):
+        raise ArtifactError(
+            f"{type(task).__name__}.init_state is not all zeros; its artifact would start "
+            "from the wrong state"
+        )
 
 
 def _export_onnx(
     program: torch.nn.Module,
     inputs: tuple[torch.Tensor, ...],
-    dynamic_shapes: tuple[dict, ...],
+    dynamic_shapes: dict[str, Any],
     input_names: tuple[str, ...],
     output_names: tuple[str, ...],
     path: Path,

@@ -21,6 +21,20 @@ def check_batch_size(num_texts: int, max_batch_size: int) -> None:
         raise InputTooLargeError(f"{num_texts} inputs in one call; the limit is {max_batch_size}")
 
 
+def check_input_lengths(ids: list[list[int]], max_input_tokens: int) -> None:
+    """Refuses a tokenized input that, with one more token (EOS, or an LM's BOS), would be
+    longer than ``max_input_tokens``.
+
+    Raises:
+      InputTooLargeError: naming the first input that is too long.
+    """
+    for i, row in enumerate(ids):
+        if len(row) + 1 > max_input_tokens:
+            raise InputTooLargeError(
+                f"input {i} has {len(row) + 1} tokens; the limit is {max_input_tokens}", i
+            )
+
+
 def add_eos_within_limit(
     ids: list[list[int]], eos_id: int, max_input_tokens: int
 ) -> list[list[int]]:
@@ -29,9 +43,5 @@ def add_eos_within_limit(
     Raises:
       InputTooLargeError: naming the first input longer than ``max_input_tokens`` with EOS.
     """
-    for i, row in enumerate(ids):
-        if len(row) + 1 > max_input_tokens:
-            raise InputTooLargeError(
-                f"input {i} has {len(row) + 1} tokens; the limit is {max_input_tokens}", i
-            )
+    check_input_lengths(ids, max_input_tokens)
     return [row + [eos_id] for row in ids]

@@ -8,19 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export.passes import move_to_device_pass
 
 from seqlab.export.artifact import ArtifactError
+
+CPU = torch.device("cpu")
 
 Program = Callable[..., tuple[torch.Tensor, ...]]
 
 
-def load_torch_program(path: Path, requires: list[str]) -> Program:
-    """A ``torch.export`` program saved with ``torch.export.save``."""
+def load_torch_program(path: Path, requires: list[str], device: torch.device = CPU) -> Program:
+    """A ``torch.export`` program saved with ``torch.export.save`` (on the CPU), on ``device``."""
     if "torchao" in requires:
         from seqlab.quant.ptq import import_torchao
 
         import_torchao()  # registers the int8 ops the program calls
-    module = torch.export.load(path).module()
+    program = torch.export.load(path)
+    if device != CPU:
+        # Moves the weights and rewrites the devices the traced ops name.
+        program = move_to_device_pass(program, device)
+    module = program.module()
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(module(*inputs))
@@ -28,8 +35,11 @@ def load_torch_program(path: Path, requires: list[str]) -> Program:
     return run
 
 
-def load_onnx_program(path: Path, input_names: list[str], num_threads: int = 0) -> Program:
-    """An ONNX program run with onnxruntime on the CPU (``num_threads`` 0 = torch's count)."""
+def load_onnx_program(
+    path: Path, input_names: list[str], num_threads: int = 0, device: torch.device = CPU
+) -> Program:
+    """An ONNX program run with onnxruntime on the CPU or with its CUDA provider
+    (``num_threads`` 0 = torch's count). Its inputs and outputs are CPU tensors."""
     try:
         import onnxruntime
     except ImportError as e:
@@ -43,14 +53,22 @@ def load_onnx_program(path: Path, input_names: list[str], num_threads: int = 0) 
     options.intra_op_num_threads = num_threads if num_threads > 0 else torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise ArtifactError(
+                f"--device {device}: this onnxruntime has no CUDA provider "
+                "(pip install onnxruntime-gpu); use --device cpu"
+            )
+        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), *providers]
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     expected = [i.name for i in session.get_inputs()]
     if expected != input_names:
         raise ArtifactError(f"{path} takes inputs {expected}; the manifest says {input_names}")
 
     def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         feed: dict[str, Any] = {
-            name: x.detach().contiguous().numpy()
+            name: x.detach().cpu().contiguous().numpy()
             for name, x in zip(input_names, inputs, strict=True)
         }
         return tuple(torch.from_numpy(out) for out in session.run(None, feed))
@@ -59,14 +77,18 @@ def load_onnx_program(path: Path, input_names: list[str], num_threads: int = 0) 
 
 
 def load_program(
-    directory: Path, manifest: dict[str, Any], name: str, num_threads: int = 0
+    directory: Path,
+    manifest: dict[str, Any],
+    name: str,
+    num_threads: int = 0,
+    device: torch.device = CPU,
 ) -> Program:
     """The program ``name`` ("encoder" or "decoder_step") of the artifact in ``directory``."""
     entry = manifest["programs"][name]
     path = directory / entry["file"]
     if manifest["format"] == "torch":
-        return load_torch_program(path, manifest.get("requires", []))
+        return load_torch_program(path, manifest.get("requires", []), device)
     if manifest["format"] == "onnx":
         logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-        return load_onnx_program(path, entry["inputs"], num_threads)
+        return load_onnx_program(path, entry["inputs"], num_threads, device)
     raise ArtifactError(f"{directory}: format {manifest['format']!r} has no programs to run")

@@ -51,6 +51,14 @@ def test_flatten_gives_sorted_dotted_keys() -> None:
     assert NestedMap().flatten() == []
 
 
+def test_with_leaves_replaces_named_leaves_and_keeps_structure() -> None:
+    m = NestedMap(step=0, empty=NestedMap(), inner=NestedMap(a=1, b=2))
+    out = m.with_leaves({"inner.b": 20, "step": 5})
+    assert out == {"step": 5, "empty": {}, "inner": {"a": 1, "b": 20}}
+    assert isinstance(out.empty, NestedMap) and isinstance(out.inner, NestedMap)
+    assert m.inner.b == 2  # the input is untouched
+
+
 def test_transform_maps_leaves_and_keeps_structure() -> None:
     m = NestedMap(x=1, inner=NestedMap(y=2, deeper=NestedMap(z=3)))
     out = m.transform(lambda v: v * 10)

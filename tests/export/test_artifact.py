@@ -24,7 +24,7 @@ def test_manifest_lists_every_file_with_its_sha256(tmp_path: Path) -> None:
     artifact = make_artifact(tmp_path / "a")
     manifest = read_manifest(artifact)
     assert set(manifest["files"]) == {"encoder.pt2", "sub/model.bin"}
-    assert manifest["format"] == "torch" and manifest["format_version"] == 1
+    assert manifest["format"] == "torch" and manifest["format_version"] == 2
 
 
 def test_a_corrupt_file_is_named(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import torch
 
 from seqlab.decoding.beam_search import BeamSearch
 from seqlab.export.artifact import ArtifactError
-from seqlab.export.ctranslate2_converter import transformer_spec, translate_ids
+from seqlab.export.ctranslate2_converter import transformer_spec
+from seqlab.export.ctranslate2_runner import translate_ids
 from seqlab.models.mt.transformer_model import TransformerMT
 
 ctranslate2 = pytest.importorskip(

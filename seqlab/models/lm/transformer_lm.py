@@ -93,7 +93,12 @@ class TransformerLM(LanguageModel):
             raise ValueError(
                 f"extend_step at step {step} but init_state made room for {state.key.shape[3]}"
             )
-        x = self._embed(ids[:, None], torch.full_like(ids[:, None], step))
+        x = self.embedding(ids[:, None])
+        if self.positions is not None:
+            # The table row of ``step`` alone: the same values as ``_embed``, and an int step
+            # keeps the step traceable by torch.export (no data-dependent table length).
+            x = x + self.positions(1, step)[None].to(x.dtype)
+        x = self.input_dropout(x)
         for i, layer in enumerate(self.stack.layers):
             x = layer.extend_step(x, state.key[:, i], state.value[:, i], step)
         if self.stack.final_norm is not None:
