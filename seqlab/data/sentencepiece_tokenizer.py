@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import sentencepiece as spm
 
@@ -23,14 +24,21 @@ class SentencePieceTokenizer(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        vocab_size: int = param(8000, doc="Number of pieces (shared by source and target).")
-        model_type: str = param("unigram", doc="SentencePiece algorithm: unigram or bpe.")
-        character_coverage: float = param(1.0, doc="Fraction of characters covered.")
+        vocab_size: int = param(
+            8000, doc="Number of pieces (shared by source and target).", at_least=1
+        )
+        model_type: Literal["unigram", "bpe", "char", "word"] = param(
+            "unigram", doc="SentencePiece algorithm: unigram, bpe, char or word."
+        )
+        character_coverage: float = param(
+            1.0, doc="Fraction of characters covered.", above=0, at_most=1
+        )
         model_path: str = param("", doc="An existing .model file; empty = train on the data.")
         max_training_sentences: int = param(
             1_000_000,
             doc="Sentences sampled to train the model (SentencePiece input limit; about 5 GB "
             "of memory and 2 minutes per million).",
+            at_least=1,
         )
         user_defined_symbols: tuple[str, ...] = param(
             (), doc="Extra whole pieces with ids 4, 5, ... (e.g. target-language tags '<2es>')."

@@ -170,7 +170,7 @@ def build_parallelism(config: ParallelismConfig, world: World, device: torch.dev
     """The strategy ``config`` names for this process: ``SingleProcess`` in one process
     (``auto`` or ``none``), else DDP or FSDP2 from seqlab.distributed (which joins the
     process group)."""
-    config.validate()
+    config.validate("trainer.distributed.")
     if not world.is_distributed:  # one replica (any strategy): nothing to replicate
         return SingleProcess(world, device)
     if config.strategy == "none":
