@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -14,9 +15,13 @@ from typing import Literal
 
 import sentencepiece as spm
 
-from seqlab.core.config import Config, Configurable, param
+from seqlab.core.config import Config, ConfigError, Configurable, param
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class TokenizerTrainingError(ConfigError):
+    """SentencePiece cannot train on the data as configured; the message names the key."""
 
 
 class SentencePieceTokenizer(Configurable):
@@ -101,12 +106,9 @@ def train_or_load_sentencepiece(
     model_path = cache_dir / f"spm-{config.model_type}-{config.vocab_size}-{key}.model"
     if not model_path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        stream = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=stream, **_trainer_options(config)
-        )
+        model = _train_model(config, sentence_iterator=iter(texts))
         tmp = model_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(stream.getvalue())
+        tmp.write_bytes(model)
         os.replace(tmp, model_path)
     return SentencePieceTokenizer.load(config, model_path), model_path
 
@@ -132,16 +134,42 @@ def train_or_load_sentencepiece_from_files(
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             inputs = write_inputs(Path(tmp))
-            stream = io.BytesIO()
-            spm.SentencePieceTrainer.train(
-                input=[str(p) for p in inputs],
-                model_writer=stream,
-                **_trainer_options(config),
-            )
+            model = _train_model(config, input=[str(p) for p in inputs])
         tmp_model = model_path.with_suffix(f".tmp{os.getpid()}")
-        tmp_model.write_bytes(stream.getvalue())
+        tmp_model.write_bytes(model)
         os.replace(tmp_model, model_path)
     return SentencePieceTokenizer.load(config, model_path), model_path
+
+
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def _train_model(config: SentencePieceTokenizer.Config, **source: object) -> bytes:
+    """The bytes of a SentencePiece model trained on ``source`` (``input`` files or a
+    ``sentence_iterator``).
+
+    Raises:
+      TokenizerTrainingError: naming data.tokenizer's key to change, e.g. the largest
+        vocabulary size the data allows.
+    """
+    stream = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(model_writer=stream, **source, **_trainer_options(config))
+    except RuntimeError as e:
+        too_high = _TOO_HIGH.search(str(e))
+        if too_high:
+            size, fits = too_high.groups()
+            message = (
+                f"data.tokenizer.vocab_size={size} is too large for the training data: at most "
+                f"{fits} pieces fit; set data.tokenizer.vocab_size to {fits} or less, and the "
+                "model's vocabulary (e.g. task.embedding.vocab_size) to match"
+            )
+        elif "sentences_.empty()" in str(e):
+            message = "the training data has no text to train data.tokenizer on (blank lines only)"
+        else:
+            message = f"SentencePiece could not train data.tokenizer: {str(e).splitlines()[0]}"
+        raise TokenizerTrainingError(message) from None
+    return stream.getvalue()
 
 
 def _trainer_options(config: SentencePieceTokenizer.Config) -> dict[str, object]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import random
 import signal
 import sys
@@ -28,7 +29,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
 from seqlab.quant.qat import set_quantization_step
 from seqlab.train.batch_prefetcher import BatchPrefetcher
@@ -38,6 +38,7 @@ from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.experiment_checks import check_experiment
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
@@ -53,6 +54,8 @@ from seqlab.train.summaries import Summaries
 from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
 from seqlab.train.world import world_from_env
+
+log = logging.getLogger(__name__)
 
 GRAD_SCALER_CHECKPOINT_KEY = "grad_scaler"
 
@@ -123,19 +126,16 @@ class Trainer:
         preset: ExperimentConfig | None = None,
     ) -> None:
         tc = config.trainer
-        if tc.grad_accum_steps < 1:
-            raise ConfigError(f"trainer.grad_accum_steps must be >= 1, got {tc.grad_accum_steps}")
-        # Settings the machine cannot honour are refused before any data is prepared.
+        # The config, and settings the machine cannot honour, are refused before any data is
+        # prepared.
         world = world_from_env()
+        for warning in check_experiment(config, world.world_size):
+            if world.is_main:
+                log.warning("warning: %s", warning)
         self.device = resolve_device(tc.device, world)
         check_mixed_precision(tc.mixed_precision, self.device)
-        if tc.prefetch_batches < -1:
-            raise ConfigError(
-                f"trainer.prefetch_batches must be -1 (auto) or >= 0, got {tc.prefetch_batches}"
-            )
         use_device(self.device, tc.allow_tf32)
         self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
-        self.parallel.check(config)
         self.world = world
         self.is_main_process = world.is_main
         self.config = config
