@@ -6,19 +6,14 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from seqlab.core.config import ConfigError
-from seqlab.core.registry import UnknownExperimentError, get_experiment, list_experiments
+from seqlab.core.registry import get_experiment, list_experiments
+from seqlab.error_report import UsageError, report
 from seqlab.train.experiment import ExperimentConfig
-
-
-class UsageError(RuntimeError):
-    """A problem with what the user asked for; printed without a traceback."""
 
 
 def _load_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -67,6 +62,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from seqlab.train.model_analysis import parameter_table
 
     config = _load_config(args)
+    config.validate()
     preset = get_experiment(args.experiment)
     print(f"# experiment {args.experiment}: full config")
     print(config.to_text(), end="")
@@ -85,7 +81,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         # The experiment's data as training will read it: tokenizer, then training shards.
         if args.corpus:
             raise UsageError("pass corpus names or --experiment, not both")
+        from seqlab.train.experiment_checks import check_experiment
+
         config = _load_config(args)
+        check_experiment(config)
         data = config.data.build()
         start = time.perf_counter()
         data.load_tokenizer()
@@ -102,6 +101,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     names = args.corpus or known_corpora()
+    unknown = [name for name in names if name not in known_corpora()]
+    if unknown:
+        raise UsageError(
+            f"unknown corpus '{unknown[0]}'; built-in corpora: {', '.join(known_corpora())}"
+        )
     for name in names:
         files = corpus_files(name, cache, prepare=True)
         for split, path in files.items():
@@ -123,9 +127,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqlab.train.trainer import Trainer
     from seqlab.train.world import world_from_env
 
+    if args.nproc < 0:
+        raise UsageError(f"--nproc must be >= 1 (or 0: one process), got {args.nproc}")
     config = _load_config(args)
     if args.nproc > 0:
         from seqlab.distributed.launch import exec_torchrun
+        from seqlab.train.experiment_checks import check_experiment
+
+        check_experiment(config, args.nproc)  # refused here once, not by every rank
 
         sets = [a for value in args.set or [] for a in ("--set", value)]
         imports = [a for spec in args.imports for a in ("--import", spec)]
@@ -486,12 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rank_label() -> str:
-    """ " (rank R of W)" in a torchrun job, so that a failing rank is named; else ""."""
-    world_size = os.environ.get("WORLD_SIZE", "1")
-    return f" (rank {os.environ.get('RANK', '?')} of {world_size})" if world_size != "1" else ""
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[seqlab] %(message)s")
     args = build_parser().parse_args(argv)
@@ -504,15 +507,11 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.imports:
             import_user_module(spec)
         return args.fn(args)
-    except (ConfigError, UnknownExperimentError, UsageError) as e:
-        print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        # Our own errors carry messages meant for the user (file, line, key, command to run).
-        if type(e).__module__.startswith("seqlab"):
-            print(f"seqlab {args.command}{_rank_label()}: error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except KeyboardInterrupt:
+        print(f"seqlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a user error in one line; anything else with its traceback file
+        return report(args.command, e, getattr(args, "logdir", ""))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,48 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and what would be right."""
 
 
-def param(default: Any = dataclasses.MISSING, doc: str = "", **kwargs: Any) -> Any:
-    """Declares a config field with a one-line description.
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a numeric field's value must lie in; ``None`` leaves that side open."""
+
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+
+    def __str__(self) -> str:
+        limits = ((">=", self.at_least), (">", self.above), ("<=", self.at_most), ("<", self.below))
+        return " and ".join(f"{op} {limit:g}" for op, limit in limits if limit is not None)
+
+    def contain(self, value: float) -> bool:
+        return not (
+            (self.at_least is not None and value < self.at_least)
+            or (self.above is not None and value <= self.above)
+            or (self.at_most is not None and value > self.at_most)
+            or (self.below is not None and value >= self.below)
+        )
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Declares a config field with a one-line description and, for numbers, the range its
+    value must lie in (checked by ``set`` and ``validate``; an enumeration is a ``Literal``
+    type instead).
 
     Mutable defaults (configs, lists, dicts) are copied per instance automatically.
     """
-    metadata = {"doc": doc}
+    metadata: dict[str, Any] = {"doc": doc}
+    bounds = Bounds(at_least, above, at_most, below)
+    if bounds != Bounds():
+        metadata["bounds"] = bounds
     if default is not dataclasses.MISSING and (
         isinstance(default, Config | list | dict | set)
         or (isinstance(default, tuple) and any(isinstance(v, Config) for v in default))
@@ -76,9 +112,11 @@ class Config:
     owner: ClassVar[type | None] = None
 
     def build(self, *args: Any, **kwargs: Any) -> Any:
-        """Constructs the owning class from this config."""
+        """Constructs the owning class from this config, once its own leaves are valid."""
         if self.owner is None:
             raise ConfigError(f"{type(self).__qualname__} is not nested in a class it could build")
+        # Its sections are checked when they build; a whole tree by validate() beforehand.
+        self.validate(f"{_class_label(type(self))}.", recursive=False)
         return self.owner(self.copy(), *args, **kwargs)
 
     def copy(self) -> Self:
@@ -156,7 +194,9 @@ class Config:
                 f"'{key}' is a config section, not a value; set one of its keys, e.g. "
                 f"'{key}.{first}' (or '{key}.cls' to change its class)"
             )
-        _assign(node, name, parse_value(text, hint, key))
+        value = parse_value(text, hint, key)
+        check_value(value, hint, _field_bounds(node, name), key)
+        _assign(node, name, value)
 
     def _locate(self, key: str, parts: list[str]) -> tuple[Any, str, Any, Any]:
         """Walks ``parts``; returns (container, name, declared type, current value) of the last.
@@ -182,6 +222,23 @@ class Config:
                 raise ConfigError(_unknown_key_message(key, self))
             node, node_hint = current, hint
         raise ConfigError(f"empty key {key!r}")
+
+    def validate(self, prefix: str = "", recursive: bool = True) -> None:
+        """Checks every leaf against its declared type's choices (``Literal``) and its
+        ``param`` bounds, in this section and (if ``recursive``) every section below it.
+
+        Raises:
+          ConfigError: naming the first wrong key (``prefix`` + its dotted name).
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            key, value = f"{prefix}{f.name}", getattr(self, f.name)
+            sections = value.items() if isinstance(value, dict) else [(None, value)]
+            for name, entry in sections:
+                if isinstance(entry, Config) and recursive:
+                    entry.validate(f"{key}.{name}." if name is not None else f"{key}.")
+            if not isinstance(value, Config | dict):
+                check_value(value, hints[f.name], f.metadata.get("bounds"), key)
 
     def apply_overrides(self, overrides: list[str]) -> Self:
         """Applies ``key=value`` strings in order (as given by ``--set``); returns self."""
@@ -241,6 +298,27 @@ def _assign(node: Config | dict[str, Any], name: str, value: Any) -> None:
         setattr(node, name, value)
     else:
         node[name] = value
+
+
+def _field_bounds(node: Config | dict[str, Any], name: str) -> Bounds | None:
+    """The declared bounds of field ``name`` of ``node`` (none for a dict's entries)."""
+    if isinstance(node, Config):
+        return next(f for f in dataclasses.fields(node) if f.name == name).metadata.get("bounds")
+    return None
+
+
+def check_value(value: Any, hint: Any, bounds: Bounds | None, key: str) -> None:
+    """Raises ConfigError naming ``key`` when ``value`` is not one of a ``Literal`` hint's
+    choices or lies outside ``bounds``."""
+    inner, optional = _strip_optional(hint)
+    if value is None and optional:
+        return
+    if typing.get_origin(inner) is typing.Literal and value not in typing.get_args(inner):
+        raise ConfigError(f"'{key}' must be one of {list(typing.get_args(inner))}, got {value!r}")
+    numbers = value if isinstance(value, tuple | list) else [value]
+    for number in numbers:
+        if bounds is not None and isinstance(number, int | float) and not bounds.contain(number):
+            raise ConfigError(f"'{key}' must be {bounds}, got {value!r}")
 
 
 def _config_subclasses(base: type[Config]) -> list[type[Config]]:

@@ -132,7 +132,7 @@ class ASRData(Configurable):
         train_path: str = param("", doc="Training manifest (JSONL: audio, text[, id]).")
         dev_path: str = param("", doc="Dev manifest; empty = the corpus's dev split.")
         test_path: str = param("", doc="Test manifest; empty = the corpus's test split.")
-        sample_rate: int = param(16000, doc="Sample rate the model hears (Hz).")
+        sample_rate: int = param(16000, doc="Sample rate the model hears (Hz).", at_least=1)
         resample: bool = param(True, doc="Resample audio at other rates (else it is bad input).")
         bad_input: Literal["skip", "refuse"] = param(
             "skip", doc="A broken manifest line (or audio file) is skipped and counted, or refused."
@@ -148,18 +148,25 @@ class ASRData(Configurable):
             doc="Transcript tokens: model_type=char for graphemes, unigram/bpe for pieces.",
         )
         max_batch_seconds: float = param(
-            240.0, doc="Padded audio seconds per training batch (batch size x longest)."
+            240.0, doc="Padded audio seconds per training batch (batch size x longest).", above=0
         )
-        eval_max_batch_seconds: float = param(480.0, doc="Padded audio seconds per eval batch.")
+        eval_max_batch_seconds: float = param(
+            480.0, doc="Padded audio seconds per eval batch.", above=0
+        )
         max_duration_seconds: float = param(
-            20.0, doc="Training utterances longer than this are dropped."
+            20.0, doc="Training utterances longer than this are dropped.", above=0
         )
-        train_limit: int = param(0, doc="Use only the first N training utterances (0 = all).")
+        train_limit: int = param(
+            0, doc="Use only the first N training utterances (0 = all).", at_least=0
+        )
+        eval_limit: int = param(
+            0, doc="Use only the first N dev/test utterances (0 = all).", at_least=0
+        )
         num_workers: int = param(
             0,
             doc="Processes that check and tokenize the training manifest (0 = one per core).",
+            at_least=0,
         )
-        eval_limit: int = param(0, doc="Use only the first N dev/test utterances (0 = all).")
 
     config: Config
 

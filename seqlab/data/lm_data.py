@@ -85,14 +85,20 @@ class LMData(Configurable):
         tokenizer: SentencePieceTokenizer.Config = param(
             SentencePieceTokenizer.Config(), doc="SentencePiece model trained on the train text."
         )
-        row_length: int = param(256, doc="Tokens per packed training row; longer lines are cut.")
-        max_tokens: int = param(8192, doc="Padded tokens per training batch (rows x length).")
-        eval_max_tokens: int = param(8192, doc="Padded tokens per eval/decode batch.")
-        prompt_words: int = param(
-            5, doc="Dev/test decoding prompts: the first N words of each line."
+        row_length: int = param(
+            256, doc="Tokens per packed training row; longer lines are cut.", at_least=1
         )
-        train_limit: int = param(0, doc="Use only the first N training lines (0 = all).")
-        eval_limit: int = param(0, doc="Use only the first N dev/test lines (0 = all).")
+        max_tokens: int = param(
+            8192, doc="Padded tokens per training batch (rows x length).", at_least=1
+        )
+        eval_max_tokens: int = param(8192, doc="Padded tokens per eval/decode batch.", at_least=1)
+        prompt_words: int = param(
+            5, doc="Dev/test decoding prompts: the first N words of each line.", at_least=0
+        )
+        train_limit: int = param(
+            0, doc="Use only the first N training lines (0 = all).", at_least=0
+        )
+        eval_limit: int = param(0, doc="Use only the first N dev/test lines (0 = all).", at_least=0)
 
     config: Config
 

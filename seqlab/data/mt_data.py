@@ -146,13 +146,21 @@ class MTData(Configurable):
         tokenizer: SentencePieceTokenizer.Config = param(
             SentencePieceTokenizer.Config(), doc="Shared source/target SentencePiece model."
         )
-        max_tokens: int = param(4096, doc="Padded tokens per training batch (per side).")
-        eval_max_tokens: int = param(8192, doc="Padded tokens per eval/decode batch.")
-        max_length: int = param(200, doc="Training pairs longer than this (tokens) are dropped.")
-        train_limit: int = param(0, doc="Use only the first N training pairs (0 = all).")
-        eval_limit: int = param(0, doc="Use only the first N dev/test pairs (0 = all).")
+        max_tokens: int = param(
+            4096, doc="Padded tokens per training batch (per side).", at_least=1
+        )
+        eval_max_tokens: int = param(8192, doc="Padded tokens per eval/decode batch.", at_least=1)
+        max_length: int = param(
+            200, doc="Training pairs longer than this (tokens) are dropped.", at_least=1
+        )
+        train_limit: int = param(
+            0, doc="Use only the first N training pairs (0 = all).", at_least=0
+        )
+        eval_limit: int = param(0, doc="Use only the first N dev/test pairs (0 = all).", at_least=0)
         num_workers: int = param(
-            0, doc="Processes that tokenize the training file into shards (0 = one per core)."
+            0,
+            doc="Processes that tokenize the training file into shards (0 = one per core).",
+            at_least=0,
         )
         streaming: bool = param(
             False,
@@ -164,6 +172,7 @@ class MTData(Configurable):
             100_000,
             doc="Streaming: pairs shuffled and bucketed by length together (the memory taken "
             "grows with it, not with the corpus).",
+            at_least=1,
         )
 
     def __init__(self, config: Config) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from seqlab.core.config import Config, ConfigError, Configurable, param
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.batching import BatchStream
+from seqlab.data.data_paths import check_dataset
 from seqlab.data.mt_data import MTData, MTExamples, collate
 from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer, train_or_load_sentencepiece
 
@@ -317,6 +318,7 @@ def task_datasets(data: Any, split: str, task: str = "") -> list[str]:
     if not isinstance(data, MultiTaskData):
         if task:
             raise UnknownTaskError(f"--task {task}: this run trains a single task; omit --task")
+        check_dataset(data.paths(), split)
         return [split]
     names = [task] if task else data.task_names
     return [data.dataset_name(split, name) for name in names]

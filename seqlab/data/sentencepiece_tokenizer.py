@@ -6,16 +6,22 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import sentencepiece as spm
 
-from seqlab.core.config import Config, Configurable, param
+from seqlab.core.config import Config, ConfigError, Configurable, param
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class TokenizerTrainingError(ConfigError):
+    """SentencePiece cannot train on the data as configured; the message names the key."""
 
 
 class SentencePieceTokenizer(Configurable):
@@ -23,14 +29,21 @@ class SentencePieceTokenizer(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        vocab_size: int = param(8000, doc="Number of pieces (shared by source and target).")
-        model_type: str = param("unigram", doc="SentencePiece algorithm: unigram or bpe.")
-        character_coverage: float = param(1.0, doc="Fraction of characters covered.")
+        vocab_size: int = param(
+            8000, doc="Number of pieces (shared by source and target).", at_least=1
+        )
+        model_type: Literal["unigram", "bpe", "char", "word"] = param(
+            "unigram", doc="SentencePiece algorithm: unigram, bpe, char or word."
+        )
+        character_coverage: float = param(
+            1.0, doc="Fraction of characters covered.", above=0, at_most=1
+        )
         model_path: str = param("", doc="An existing .model file; empty = train on the data.")
         max_training_sentences: int = param(
             1_000_000,
             doc="Sentences sampled to train the model (SentencePiece input limit; about 5 GB "
             "of memory and 2 minutes per million).",
+            at_least=1,
         )
         user_defined_symbols: tuple[str, ...] = param(
             (), doc="Extra whole pieces with ids 4, 5, ... (e.g. target-language tags '<2es>')."
@@ -93,12 +106,9 @@ def train_or_load_sentencepiece(
     model_path = cache_dir / f"spm-{config.model_type}-{config.vocab_size}-{key}.model"
     if not model_path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        stream = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=stream, **_trainer_options(config)
-        )
+        model = _train_model(config, sentence_iterator=iter(texts))
         tmp = model_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(stream.getvalue())
+        tmp.write_bytes(model)
         os.replace(tmp, model_path)
     return SentencePieceTokenizer.load(config, model_path), model_path
 
@@ -124,16 +134,42 @@ def train_or_load_sentencepiece_from_files(
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             inputs = write_inputs(Path(tmp))
-            stream = io.BytesIO()
-            spm.SentencePieceTrainer.train(
-                input=[str(p) for p in inputs],
-                model_writer=stream,
-                **_trainer_options(config),
-            )
+            model = _train_model(config, input=[str(p) for p in inputs])
         tmp_model = model_path.with_suffix(f".tmp{os.getpid()}")
-        tmp_model.write_bytes(stream.getvalue())
+        tmp_model.write_bytes(model)
         os.replace(tmp_model, model_path)
     return SentencePieceTokenizer.load(config, model_path), model_path
+
+
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def _train_model(config: SentencePieceTokenizer.Config, **source: object) -> bytes:
+    """The bytes of a SentencePiece model trained on ``source`` (``input`` files or a
+    ``sentence_iterator``).
+
+    Raises:
+      TokenizerTrainingError: naming data.tokenizer's key to change, e.g. the largest
+        vocabulary size the data allows.
+    """
+    stream = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(model_writer=stream, **source, **_trainer_options(config))
+    except RuntimeError as e:
+        too_high = _TOO_HIGH.search(str(e))
+        if too_high:
+            size, fits = too_high.groups()
+            message = (
+                f"data.tokenizer.vocab_size={size} is too large for the training data: at most "
+                f"{fits} pieces fit; set data.tokenizer.vocab_size to {fits} or less, and the "
+                "model's vocabulary (e.g. task.embedding.vocab_size) to match"
+            )
+        elif "sentences_.empty()" in str(e):
+            message = "the training data has no text to train data.tokenizer on (blank lines only)"
+        else:
+            message = f"SentencePiece could not train data.tokenizer: {str(e).splitlines()[0]}"
+        raise TokenizerTrainingError(message) from None
+    return stream.getvalue()
 
 
 def _trainer_options(config: SentencePieceTokenizer.Config) -> dict[str, object]:

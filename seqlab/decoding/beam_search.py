@@ -113,20 +113,30 @@ class BeamSearch(Configurable):
     class Config(Config):
         """Beam search settings."""
 
-        beam_size: int = param(4, doc="Live hypotheses K kept per example.")
+        beam_size: int = param(4, doc="Live hypotheses K kept per example.", at_least=1)
         length_penalty_alpha: float = param(
-            0.6, doc="GNMT length penalty exponent: lp = ((5 + |Y|) / 6) ** alpha; 0 disables."
+            0.6,
+            doc="GNMT length penalty exponent: lp = ((5 + |Y|) / 6) ** alpha; 0 disables.",
+            at_least=0,
         )
         coverage_penalty_beta: float = param(
-            0.0, doc="GNMT coverage penalty weight: beta * sum_i log(min(cov_i, 1)); 0 disables."
+            0.0,
+            doc="GNMT coverage penalty weight: beta * sum_i log(min(cov_i, 1)); 0 disables.",
+            at_least=0,
         )
         max_decode_length_ratio: float = param(
-            2.0, doc="Max output tokens (EOS not counted) = ratio * source length + offset."
+            2.0,
+            doc="Max output tokens (EOS not counted) = ratio * source length + offset.",
+            at_least=0,
         )
         max_decode_length_offset: int = param(
-            10, doc="Added to ratio * source length; the sum is rounded down and capped."
+            10,
+            doc="Added to ratio * source length; the sum is rounded down and capped.",
+            at_least=0,
         )
-        num_hyps_to_return: int = param(1, doc="Size N of the n-best list; 1 <= N <= beam_size.")
+        num_hyps_to_return: int = param(
+            1, doc="Size N of the n-best list; 1 <= N <= beam_size.", at_least=1
+        )
 
     def __init__(self, config: BeamSearch.Config) -> None:
         if config.beam_size < 1:

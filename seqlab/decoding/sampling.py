@@ -53,10 +53,14 @@ class Sampler(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        temperature: float = param(1.0, doc="Divides the logits; 0 = greedy (argmax).")
-        top_k: int = param(0, doc="Sample among the k most likely tokens (0 = all).")
-        top_p: float = param(1.0, doc="Sample within the nucleus of this mass (1.0 = all).")
-        max_new_tokens: int = param(40, doc="Most tokens generated per prompt (EOS not counted).")
+        temperature: float = param(1.0, doc="Divides the logits; 0 = greedy (argmax).", at_least=0)
+        top_k: int = param(0, doc="Sample among the k most likely tokens (0 = all).", at_least=0)
+        top_p: float = param(
+            1.0, doc="Sample within the nucleus of this mass (1.0 = all).", above=0, at_most=1
+        )
+        max_new_tokens: int = param(
+            40, doc="Most tokens generated per prompt (EOS not counted).", at_least=1
+        )
         seed: int = param(0, doc="Seed of the draws: the same seed gives the same samples.")
 
     config: Config

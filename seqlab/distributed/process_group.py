@@ -27,7 +27,7 @@ def init_process_group(config: ParallelismConfig, device: torch.device = CPU) ->
     The group's timeout bounds every collective, so a rank that hangs (rather than dies, which
     torchrun notices by itself) fails the job after ``config.timeout_seconds``.
     """
-    config.validate()
+    config.validate("trainer.distributed.")
     world = world_from_env()
     if world.is_distributed and not dist.is_initialized():
         dist.init_process_group(

@@ -181,24 +181,6 @@ class FullyShardedDataParallel(DataParallel):
         super().__init__(config, world, device)
         self._replica: Task | None = None
 
-    def check(self, config: ExperimentConfig) -> None:
-        """The moving average, weight noise and warm start use full copies of the weights."""
-        tc = config.trainer
-        used = [
-            name
-            for name, on in (
-                ("trainer.ema", tc.ema.decay > 0),
-                ("trainer.weight_noise", tc.weight_noise.std > 0),
-                ("trainer.init_from_checkpoint", bool(tc.init_from_checkpoint)),
-            )
-            if on
-        ]
-        if used:
-            raise ValueError(
-                f"{' and '.join(used)} do not work with trainer.distributed.strategy=fsdp yet; "
-                "use strategy=ddp or turn them off"
-            )
-
     def wrap(self, task: Task) -> nn.Module:
         reshard = self.config.fsdp_reshard_after_forward
         forward = TrainingForward(task)

@@ -23,7 +23,9 @@ class AdditiveAttention(SourceAttention):
 
     @dataclasses.dataclass
     class Config(SourceAttention.Config):
-        hidden_dim: int = param(1024, doc="Width A of the hidden layer of the scoring network.")
+        hidden_dim: int = param(
+            1024, doc="Width A of the hidden layer of the scoring network.", at_least=1
+        )
 
     config: Config
 

@@ -37,9 +37,11 @@ class MultiHeadAttention(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(512, doc="Query, key/value input and output width D.")
-        num_heads: int = param(8, doc="Number of heads H; must divide model_dim.")
-        dropout_prob: float = param(0.0, doc="Dropout on the attention probabilities.")
+        model_dim: int = param(512, doc="Query, key/value input and output width D.", at_least=1)
+        num_heads: int = param(8, doc="Number of heads H; must divide model_dim.", at_least=1)
+        dropout_prob: float = param(
+            0.0, doc="Dropout on the attention probabilities.", at_least=0, below=1
+        )
         bias: bool = param(True, doc="Whether the projections have biases.")
         relative_positions: AttentionPositions.Config | None = param(
             None,

@@ -84,7 +84,9 @@ class RotaryPositions(AttentionPositions):
     @dataclasses.dataclass
     class Config(AttentionPositions.Config):
         head_dim: int = param(64, doc="Per-head width Dh of the attention (must be even).")
-        max_timescale: float = param(1.0e4, doc="Base of the rotation frequencies (RoPE theta).")
+        max_timescale: float = param(
+            1.0e4, doc="Base of the rotation frequencies (RoPE theta).", above=0
+        )
 
     config: Config
 
@@ -181,7 +183,9 @@ class T5RelativeBias(AttentionPositions):
 
     @dataclasses.dataclass
     class Config(AttentionPositions.Config):
-        num_heads: int = param(8, doc="Number of heads H of the attention (one bias each).")
+        num_heads: int = param(
+            8, doc="Number of heads H of the attention (one bias each).", at_least=1
+        )
         num_buckets: int = param(32, doc="Number of offset buckets (split by direction).")
         max_distance: int = param(128, doc="Offsets from here on share the last bucket.")
         bidirectional: bool = param(True, doc="Separate buckets for keys after the query.")

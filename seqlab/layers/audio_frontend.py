@@ -62,7 +62,7 @@ class LogMelFrontend(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        sample_rate: int = param(16000, doc="Input sample rate (Hz).")
+        sample_rate: int = param(16000, doc="Input sample rate (Hz).", at_least=1)
         frame_length_ms: float = param(25.0, doc="Analysis window length.")
         frame_step_ms: float = param(10.0, doc="Hop between frames.")
         fft_size: int = param(512, doc="FFT size (>= frame length in samples).")

@@ -28,13 +28,13 @@ class ConformerConvolution(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(144, doc="Width D.")
+        model_dim: int = param(144, doc="Width D.", at_least=1)
         kernel_size: int = param(31, doc="Depthwise kernel (odd: centred, non-causal).")
         norm: Literal["batch_norm", "layer_norm"] = param(
             "batch_norm", doc="Norm after the depthwise conv (batch_norm counts real frames only)."
         )
-        dropout_prob: float = param(0.1, doc="Dropout on the module output.")
-        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.")
+        dropout_prob: float = param(0.1, doc="Dropout on the module output.", at_least=0, below=1)
+        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.", above=0)
 
     config: Config
 
@@ -76,7 +76,7 @@ class ConformerLayer(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(144, doc="Width D of the residual stream.")
+        model_dim: int = param(144, doc="Width D of the residual stream.", at_least=1)
         ffn_start: FeedForward.Config = param(
             FeedForward.Config(model_dim=144, hidden_dim=576, activation="silu"),
             doc="First half-step feed-forward module.",
@@ -91,8 +91,10 @@ class ConformerLayer(Layer):
             FeedForward.Config(model_dim=144, hidden_dim=576, activation="silu"),
             doc="Second half-step feed-forward module.",
         )
-        residual_dropout_prob: float = param(0.1, doc="Dropout on the FFN and MHSA outputs.")
-        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.")
+        residual_dropout_prob: float = param(
+            0.1, doc="Dropout on the FFN and MHSA outputs.", at_least=0, below=1
+        )
+        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.", above=0)
 
     config: Config
 
@@ -140,7 +142,7 @@ class ConformerEncoder(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        num_layers: int = param(16, doc="Number of blocks.")
+        num_layers: int = param(16, doc="Number of blocks.", at_least=1)
         layer: ConformerLayer.Config = param(ConformerLayer.Config(), doc="Config of every block.")
 
     config: Config

@@ -26,9 +26,9 @@ class ConvSubsampling(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        input_dim: int = param(80, doc="Feature bins F per input frame.")
+        input_dim: int = param(80, doc="Feature bins F per input frame.", at_least=1)
         num_channels: int = param(144, doc="Channels of both convolutions.")
-        output_dim: int = param(144, doc="Width D of the projected output frames.")
+        output_dim: int = param(144, doc="Width D of the projected output frames.", at_least=1)
 
     config: Config
 

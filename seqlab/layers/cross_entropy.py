@@ -22,7 +22,9 @@ class LabelSmoothedCrossEntropy(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        label_smoothing: float = param(0.1, doc="Probability mass epsilon moved off the label.")
+        label_smoothing: float = param(
+            0.1, doc="Probability mass epsilon moved off the label.", at_least=0, below=1
+        )
 
     config: Config
 

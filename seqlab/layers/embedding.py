@@ -26,8 +26,8 @@ class TokenEmbedding(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        vocab_size: int = param(32000, doc="Number of token ids.")
-        model_dim: int = param(512, doc="Embedding width D.")
+        vocab_size: int = param(32000, doc="Number of token ids.", at_least=1)
+        model_dim: int = param(512, doc="Embedding width D.", at_least=1)
         scale_by_sqrt_dim: bool = param(True, doc="Multiply looked-up embeddings by sqrt(D).")
 
     config: Config
@@ -66,8 +66,10 @@ class AbsolutePositions(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(512, doc="Encoding width D.")
-        max_length: int = param(1024, doc="Number of positions the encoding is made for.")
+        model_dim: int = param(512, doc="Encoding width D.", at_least=1)
+        max_length: int = param(
+            1024, doc="Number of positions the encoding is made for.", at_least=1
+        )
 
     config: Config
 
@@ -87,10 +89,12 @@ class SinusoidalPositions(AbsolutePositions):
 
     @dataclasses.dataclass
     class Config(AbsolutePositions.Config):
-        model_dim: int = param(512, doc="Encoding width D (must be even).")
-        max_length: int = param(1024, doc="Positions precomputed and cached at construction.")
-        min_timescale: float = param(1.0, doc="Shortest sinusoid period / (2 pi).")
-        max_timescale: float = param(1.0e4, doc="Longest sinusoid period / (2 pi).")
+        model_dim: int = param(512, doc="Encoding width D (must be even).", at_least=1)
+        max_length: int = param(
+            1024, doc="Positions precomputed and cached at construction.", at_least=1
+        )
+        min_timescale: float = param(1.0, doc="Shortest sinusoid period / (2 pi).", above=0)
+        max_timescale: float = param(1.0e4, doc="Longest sinusoid period / (2 pi).", above=0)
 
     config: Config
 
@@ -139,8 +143,10 @@ class LearnedPositions(AbsolutePositions):
 
     @dataclasses.dataclass
     class Config(AbsolutePositions.Config):
-        model_dim: int = param(512, doc="Encoding width D.")
-        max_length: int = param(1024, doc="Rows of the table: the longest sequence it embeds.")
+        model_dim: int = param(512, doc="Encoding width D.", at_least=1)
+        max_length: int = param(
+            1024, doc="Rows of the table: the longest sequence it embeds.", at_least=1
+        )
 
     config: Config
 

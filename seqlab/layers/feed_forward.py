@@ -18,12 +18,14 @@ class FeedForward(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(512, doc="Input and output width D.")
-        hidden_dim: int = param(2048, doc="Inner width H.")
+        model_dim: int = param(512, doc="Input and output width D.", at_least=1)
+        hidden_dim: int = param(2048, doc="Inner width H.", at_least=1)
         activation: Literal["relu", "gelu", "silu"] = param(
             "relu", doc="Nonlinearity after the first projection (silu = swish, Conformer)."
         )
-        dropout_prob: float = param(0.0, doc="Dropout on the hidden activations.")
+        dropout_prob: float = param(
+            0.0, doc="Dropout on the hidden activations.", at_least=0, below=1
+        )
         bias: bool = param(True, doc="Whether the projections have biases.")
 
     config: Config

@@ -20,8 +20,8 @@ class Linear(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        input_dim: int = param(512, doc="Input width Din.")
-        output_dim: int = param(512, doc="Output width Dout.")
+        input_dim: int = param(512, doc="Input width Din.", at_least=1)
+        output_dim: int = param(512, doc="Output width Dout.", at_least=1)
         bias: bool = param(True, doc="Whether to add a learned bias.")
 
     config: Config

@@ -39,13 +39,15 @@ class LSTMCell(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        num_units: int = param(1024, doc="Cell width H (also the gate width).")
+        num_units: int = param(1024, doc="Cell width H (also the gate width).", at_least=1)
         projection_dim: int = param(
-            0, doc="If > 0, project the cell output to this width P (LSTMP); 0 = output H."
+            0,
+            doc="If > 0, project the cell output to this width P (LSTMP); 0 = output H.",
+            at_least=0,
         )
         forget_gate_bias: float = param(1.0, doc="Initial bias of the forget gate.")
         cell_value_cap: float = param(
-            0.0, doc="Clip cell values to [-cap, cap] after every step; 0 disables."
+            0.0, doc="Clip cell values to [-cap, cap] after every step; 0 disables.", at_least=0
         )
         gate_layer_norm: bool = param(
             False, doc="Layer-normalize each gate's pre-activation separately (RNMT+)."
@@ -53,7 +55,7 @@ class LSTMCell(Layer):
         cell_layer_norm: bool = param(
             False, doc="Layer-normalize the cell before the output tanh (Ba et al. 2016)."
         )
-        layer_norm_epsilon: float = param(1e-6, doc="Epsilon of the layer normalizations.")
+        layer_norm_epsilon: float = param(1e-6, doc="Epsilon of the layer normalizations.", above=0)
 
     config: Config
 

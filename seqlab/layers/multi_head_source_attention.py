@@ -37,12 +37,14 @@ class MultiHeadSourceAttention(SourceAttention):
 
     @dataclasses.dataclass
     class Config(SourceAttention.Config):
-        value_dim: int = param(1024, doc="Width Dv of the source values.")
+        value_dim: int = param(1024, doc="Width Dv of the source values.", at_least=1)
         hidden_dim: int = param(
-            1024, doc="Total width of the projected queries, keys and values (H heads)."
+            1024, doc="Total width of the projected queries, keys and values (H heads).", at_least=1
         )
-        num_heads: int = param(4, doc="Number of heads H; must divide hidden_dim.")
-        output_dim: int = param(1024, doc="Width of the context vector after the output proj.")
+        num_heads: int = param(4, doc="Number of heads H; must divide hidden_dim.", at_least=1)
+        output_dim: int = param(
+            1024, doc="Width of the context vector after the output proj.", at_least=1
+        )
         bias: bool = param(True, doc="Whether the four projections have biases.")
         inner: SourceAttention.Config = param(
             AdditiveAttention.Config(query_dim=256, source_dim=256, hidden_dim=256),

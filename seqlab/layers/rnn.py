@@ -25,14 +25,18 @@ class _LSTMStackBase(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        input_dim: int = param(1024, doc="Width D of the inputs.")
-        num_layers: int = param(2, doc="Number of stacked layers.")
+        input_dim: int = param(1024, doc="Width D of the inputs.", at_least=1)
+        num_layers: int = param(2, doc="Number of stacked layers.", at_least=1)
         cell: LSTMCell.Config = param(
             LSTMCell.Config(), doc="Config of every layer's cell (of both directions' cells)."
         )
-        dropout_prob: float = param(0.0, doc="Dropout on every layer's output.")
+        dropout_prob: float = param(
+            0.0, doc="Dropout on every layer's output.", at_least=0, below=1
+        )
         residual_start_layer: int = param(
-            2, doc="0-based first layer that adds its input to its output; >= num_layers: none."
+            2,
+            doc="0-based first layer that adds its input to its output; >= num_layers: none.",
+            at_least=0,
         )
 
     config: Config
@@ -78,7 +82,9 @@ class LSTMStack(_LSTMStackBase):
     @dataclasses.dataclass
     class Config(_LSTMStackBase.Config):
         side_input_dim: int = param(
-            0, doc="Width of a side input concatenated to every layer's input; 0 = none."
+            0,
+            doc="Width of a side input concatenated to every layer's input; 0 = none.",
+            at_least=0,
         )
 
     config: Config

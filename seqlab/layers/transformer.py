@@ -62,14 +62,16 @@ class TransformerEncoderLayer(_ResidualLayer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(512, doc="Width D of the residual stream.")
+        model_dim: int = param(512, doc="Width D of the residual stream.", at_least=1)
         self_attention: MultiHeadAttention.Config = param(
             MultiHeadAttention.Config(), doc="Self-attention block."
         )
         ffn: FeedForward.Config = param(FeedForward.Config(), doc="Feed-forward block.")
-        residual_dropout_prob: float = param(0.1, doc="Dropout on each block's output.")
+        residual_dropout_prob: float = param(
+            0.1, doc="Dropout on each block's output.", at_least=0, below=1
+        )
         norm_first: bool = param(True, doc="Pre-LN (True) or post-LN (False) residuals.")
-        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.")
+        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.", above=0)
 
     config: Config
 
@@ -137,7 +139,7 @@ class TransformerDecoderLayer(_ResidualLayer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        model_dim: int = param(512, doc="Width D of the residual stream.")
+        model_dim: int = param(512, doc="Width D of the residual stream.", at_least=1)
         self_attention: MultiHeadAttention.Config = param(
             MultiHeadAttention.Config(), doc="Causal self-attention block."
         )
@@ -145,9 +147,11 @@ class TransformerDecoderLayer(_ResidualLayer):
             MultiHeadAttention.Config(), doc="Attention to the encoder outputs."
         )
         ffn: FeedForward.Config = param(FeedForward.Config(), doc="Feed-forward block.")
-        residual_dropout_prob: float = param(0.1, doc="Dropout on each block's output.")
+        residual_dropout_prob: float = param(
+            0.1, doc="Dropout on each block's output.", at_least=0, below=1
+        )
         norm_first: bool = param(True, doc="Pre-LN (True) or post-LN (False) residuals.")
-        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.")
+        layer_norm_epsilon: float = param(1e-5, doc="LayerNorm epsilon.", above=0)
 
     config: Config
 
@@ -287,7 +291,7 @@ class TransformerEncoder(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        num_layers: int = param(6, doc="Number of stacked layers.")
+        num_layers: int = param(6, doc="Number of stacked layers.", at_least=1)
         layer: TransformerEncoderLayer.Config = param(
             TransformerEncoderLayer.Config(), doc="Config of every layer in the stack."
         )
@@ -349,7 +353,7 @@ class TransformerDecoder(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        num_layers: int = param(6, doc="Number of stacked layers.")
+        num_layers: int = param(6, doc="Number of stacked layers.", at_least=1)
         layer: TransformerDecoderLayer.Config = param(
             TransformerDecoderLayer.Config(), doc="Config of every layer in the stack."
         )

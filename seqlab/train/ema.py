@@ -32,14 +32,14 @@ class ExponentialMovingAverage(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        decay: float = param(0.0, doc="Decay per optimizer step (0 = off), e.g. 0.999.")
+        decay: float = param(
+            0.0, doc="Decay per optimizer step (0 = off), e.g. 0.999.", at_least=0, below=1
+        )
         start_step: int = param(
             0, doc="Updates numbered below this copy the weights; averaging starts here."
         )
 
     def __init__(self, config: Config, named_params: list[tuple[str, torch.nn.Parameter]]) -> None:
-        if not 0.0 <= config.decay < 1.0:
-            raise ValueError(f"trainer.ema.decay is {config.decay}; expected 0 (off) or in (0, 1)")
         self.config = config
         self.names = [name for name, _ in named_params]
         self.params = [p for _, p in named_params]

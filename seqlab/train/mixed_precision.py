@@ -4,13 +4,16 @@ off on this machine's CPU."""
 from __future__ import annotations
 
 import contextlib
+import typing
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from seqlab.core.config import ConfigError
 
-MIXED_PRECISIONS = ("none", "bfloat16", "float16")
+MixedPrecision = Literal["none", "bfloat16", "float16"]
+MIXED_PRECISIONS: tuple[str, ...] = typing.get_args(MixedPrecision)
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # CPU flags of native bfloat16 arithmetic (dot products in AVX512-BF16, tiles in AMX).

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 
-from seqlab.core.config import Config, Configurable, param
+from seqlab.core.config import Config, ConfigError, Configurable, param
 
 
 def weight_decay_groups(
@@ -37,7 +38,7 @@ class Optimizer(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        weight_decay: float = param(0.0, doc="Weight decay (each optimizer says how).")
+        weight_decay: float = param(0.0, doc="Weight decay (each optimizer says how).", at_least=0)
         decay_norm_and_bias: bool = param(
             False, doc="Also decay 1-D parameters: layer-norm scales and shifts, biases."
         )
@@ -45,8 +46,6 @@ class Optimizer(Configurable):
     def __new__(  # type: ignore[misc]
         cls, config: Config, params: list[torch.nn.Parameter], lr: float
     ) -> torch.optim.Optimizer:
-        if config.weight_decay < 0:
-            raise ValueError(f"optimizer.weight_decay is {config.weight_decay}; expected >= 0")
         groups = weight_decay_groups(params, config.weight_decay, config.decay_norm_and_bias)
         return cls.create(config, groups, lr)
 
@@ -64,10 +63,10 @@ class Adam(Optimizer):
 
     @dataclasses.dataclass
     class Config(Optimizer.Config):
-        beta1: float = param(0.9, doc="Adam beta1.")
-        beta2: float = param(0.98, doc="Adam beta2.")
-        epsilon: float = param(1e-9, doc="Adam epsilon.")
-        weight_decay: float = param(0.0, doc="Decoupled weight decay (AdamW).")
+        beta1: float = param(0.9, doc="Adam beta1.", at_least=0, below=1)
+        beta2: float = param(0.98, doc="Adam beta2.", at_least=0, below=1)
+        epsilon: float = param(1e-9, doc="Adam epsilon.", at_least=0)
+        weight_decay: float = param(0.0, doc="Decoupled weight decay (AdamW).", at_least=0)
 
     @classmethod
     def create(cls, config: Config, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -92,9 +91,13 @@ class Adafactor(Optimizer):
         epsilon1: float | None = param(
             None, doc="Floor of the second moment (None = the dtype's machine epsilon)."
         )
-        epsilon2: float = param(1e-3, doc="Floor of the parameter RMS that scales the step.")
-        clip_threshold: float = param(1.0, doc="Clip the update to this RMS (torch's d).")
-        weight_decay: float = param(0.0, doc="Decoupled weight decay: w *= 1 - lr * wd.")
+        epsilon2: float = param(
+            1e-3, doc="Floor of the parameter RMS that scales the step.", at_least=0
+        )
+        clip_threshold: float = param(1.0, doc="Clip the update to this RMS (torch's d).", above=0)
+        weight_decay: float = param(
+            0.0, doc="Decoupled weight decay: w *= 1 - lr * wd.", at_least=0
+        )
 
     @classmethod
     def create(cls, config: Config, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -118,9 +121,11 @@ class SGD(Optimizer):
 
     @dataclasses.dataclass
     class Config(Optimizer.Config):
-        momentum: float = param(0.9, doc="Momentum (0 = plain SGD).")
+        momentum: float = param(0.9, doc="Momentum (0 = plain SGD).", at_least=0)
         nesterov: bool = param(False, doc="Nesterov momentum.")
-        weight_decay: float = param(0.0, doc="L2 penalty added to the gradient: g += wd * w.")
+        weight_decay: float = param(
+            0.0, doc="L2 penalty added to the gradient: g += wd * w.", at_least=0
+        )
 
     @classmethod
     def create(cls, config: Config, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -131,7 +136,7 @@ class SGD(Optimizer):
         )
 
 
-SCHEDULE_KINDS = ("inverse_sqrt", "cosine", "linear", "constant", "exponential")
+ScheduleKind = Literal["inverse_sqrt", "cosine", "linear", "constant", "exponential"]
 
 
 class LearningRateSchedule(Configurable):
@@ -152,36 +157,38 @@ class LearningRateSchedule(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        kind: str = param(
+        kind: ScheduleKind = param(
             "inverse_sqrt", doc="inverse_sqrt, cosine, linear, constant or exponential."
         )
-        peak_learning_rate: float = param(1e-3, doc="Learning rate at the end of warm-up.")
-        warmup_steps: int = param(4000, doc="Steps of linear warm-up from 0.")
-        total_steps: int = param(0, doc="Steps over which cosine/linear decay (0 = max_steps).")
-        final_fraction: float = param(0.0, doc="Final lr as a fraction of the peak.")
-        decay_start_step: int = param(0, doc="exponential: the step its decay starts.")
-        decay_end_step: int = param(0, doc="exponential: the step it reaches the final lr.")
+        peak_learning_rate: float = param(1e-3, doc="Learning rate at the end of warm-up.", above=0)
+        warmup_steps: int = param(4000, doc="Steps of linear warm-up from 0.", at_least=0)
+        total_steps: int = param(
+            0, doc="Steps over which cosine/linear decay (0 = max_steps).", at_least=0
+        )
+        final_fraction: float = param(
+            0.0, doc="Final lr as a fraction of the peak.", at_least=0, at_most=1
+        )
+        decay_start_step: int = param(0, doc="exponential: the step its decay starts.", at_least=0)
+        decay_end_step: int = param(
+            0, doc="exponential: the step it reaches the final lr.", at_least=0
+        )
 
     def __init__(self, config: Config, default_total_steps: int = 0) -> None:
-        if config.kind not in SCHEDULE_KINDS:
-            raise ValueError(
-                f"schedule kind {config.kind!r}; expected "
-                f"{', '.join(SCHEDULE_KINDS[:-1])} or {SCHEDULE_KINDS[-1]}"
-            )
+        config.validate("trainer.schedule.")  # built directly, not by config.build()
         self.config = config
         self.total_steps = config.total_steps or default_total_steps
         if config.kind in ("cosine", "linear") and self.total_steps <= 0:
             # Without it the decay would end right after warm-up, silently.
-            raise ValueError(f"a {config.kind} schedule needs total_steps > 0")
+            raise ConfigError(f"a {config.kind} schedule needs total_steps > 0")
         if config.kind == "exponential":
             if not config.warmup_steps <= config.decay_start_step < config.decay_end_step:
-                raise ValueError(
+                raise ConfigError(
                     "an exponential schedule needs warmup_steps <= decay_start_step < "
                     f"decay_end_step; got {config.warmup_steps}, {config.decay_start_step}, "
                     f"{config.decay_end_step}"
                 )
             if not 0.0 < config.final_fraction <= 1.0:
-                raise ValueError(
+                raise ConfigError(
                     "an exponential schedule needs 0 < final_fraction <= 1; "
                     f"got {config.final_fraction}"
                 )

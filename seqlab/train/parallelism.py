@@ -71,9 +71,6 @@ class Parallelism:
         self.world = world
         self.device = device
 
-    def check(self, config: ExperimentConfig) -> None:
-        """Raises ValueError for settings this strategy cannot train with."""
-
     # ---- training ------------------------------------------------------------------------
     def wrap(self, task: Task) -> nn.Module:
         """The module whose ``forward(batch)`` returns (loss, metrics); ``task`` keeps its
@@ -170,14 +167,9 @@ def build_parallelism(config: ParallelismConfig, world: World, device: torch.dev
     """The strategy ``config`` names for this process: ``SingleProcess`` in one process
     (``auto`` or ``none``), else DDP or FSDP2 from seqlab.distributed (which joins the
     process group)."""
-    config.validate()
+    config.validate("trainer.distributed.")
     if not world.is_distributed:  # one replica (any strategy): nothing to replicate
         return SingleProcess(world, device)
-    if config.strategy == "none":
-        raise ValueError(
-            f"trainer.distributed.strategy=none, but torchrun started {world.world_size} "
-            "processes; use auto, ddp or fsdp"
-        )
     from seqlab.distributed.strategies import build_distributed_strategy
 
     return build_distributed_strategy(config, world, device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import random
 import signal
 import sys
@@ -38,6 +39,7 @@ from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate, write_eval_metrics
 from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.experiment_checks import check_experiment
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
@@ -55,6 +57,8 @@ from seqlab.train.summaries import Summaries
 from seqlab.train.warm_start import warm_start
 from seqlab.train.weight_noise import WEIGHT_NOISE_CHECKPOINT_KEY
 from seqlab.train.world import world_from_env
+
+log = logging.getLogger(__name__)
 
 GRAD_SCALER_CHECKPOINT_KEY = "grad_scaler"
 
@@ -125,19 +129,16 @@ class Trainer:
         preset: ExperimentConfig | None = None,
     ) -> None:
         tc = config.trainer
-        if tc.grad_accum_steps < 1:
-            raise ConfigError(f"trainer.grad_accum_steps must be >= 1, got {tc.grad_accum_steps}")
-        # Settings the machine cannot honour are refused before any data is prepared.
+        # The config, and settings the machine cannot honour, are refused before any data is
+        # prepared.
         world = world_from_env()
+        for warning in check_experiment(config, world.world_size):
+            if world.is_main:
+                log.warning("warning: %s", warning)
         self.device = resolve_device(tc.device, world)
         check_mixed_precision(tc.mixed_precision, self.device)
-        if tc.prefetch_batches < -1:
-            raise ConfigError(
-                f"trainer.prefetch_batches must be -1 (auto) or >= 0, got {tc.prefetch_batches}"
-            )
         use_device(self.device, tc.allow_tf32)
         self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
-        self.parallel.check(config)
         # keep_best and early_stop are checked before any data is prepared.
         self.score_rules = ScoreRules(tc, logdir)
         self.world = world

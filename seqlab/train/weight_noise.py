@@ -28,14 +28,12 @@ class WeightNoise(Configurable):
 
     @dataclasses.dataclass
     class Config(Config):
-        std: float = param(0.0, doc="Standard deviation of the noise (0 = off).")
+        std: float = param(0.0, doc="Standard deviation of the noise (0 = off).", at_least=0)
         start_step: int = param(
             0, doc="Add noise once this many updates are done (0 = from the first update)."
         )
 
     def __init__(self, config: Config, params: list[torch.nn.Parameter], seed: int) -> None:
-        if config.std < 0:
-            raise ValueError(f"trainer.weight_noise.std is {config.std}; expected >= 0")
         self.config = config
         self.params = params
         self.generator = torch.Generator().manual_seed(seed + _SEED_OFFSET)

@@ -463,3 +463,73 @@ def test_set_cls_refuses_unknown_classes_with_a_suggestion() -> None:
 def test_set_cls_switches_a_registered_experiments_optimizer() -> None:
     config = get_experiment(TINY).apply_overrides(["trainer.optimizer.cls=SGD"])
     assert type(config.trainer.optimizer).__qualname__ == "SGD.Config"
+
+
+@dataclasses.dataclass
+class Bounded(Config):
+    steps: int = param(1, doc="At least one.", at_least=1)
+    prob: float = param(0.0, doc="A probability below one.", at_least=0, below=1)
+    kind: Literal["a", "b"] = param("a", doc="An enumeration.")
+    sizes: tuple[int, ...] = param((1, 2), doc="Each at least one.", at_least=1)
+
+
+@dataclasses.dataclass
+class HoldsBounded(Config):
+    inner: Bounded = param(Bounded(), doc="A section.")
+    named: dict[str, Bounded] = param({"x": Bounded()}, doc="Named sections.")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("inner.steps=0", "'inner.steps' must be >= 1, got 0"),
+        ("inner.steps=-1", "'inner.steps' must be >= 1, got -1"),
+        ("inner.prob=1.0", "'inner.prob' must be >= 0 and < 1, got 1.0"),
+        ("inner.kind=c", "'inner.kind' expects one of ['a', 'b'], got 'c'"),
+        ("inner.sizes=(2, 0)", "'inner.sizes' must be >= 1, got (2, 0)"),
+        ("named.x.steps=0", "'named.x.steps' must be >= 1, got 0"),
+    ],
+)
+def test_set_refuses_values_outside_declared_bounds_and_choices(
+    override: str, message: str
+) -> None:
+    config = HoldsBounded()
+    with pytest.raises(ConfigError) as info:
+        config.apply_overrides([override])
+    assert str(info.value) == message
+    assert config == HoldsBounded()  # nothing was set
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: setattr(c.inner, "steps", 0), "'inner.steps' must be >= 1, got 0"),
+        (lambda c: setattr(c.inner, "kind", "c"), "'inner.kind' must be one of ['a', 'b']"),
+        (lambda c: setattr(c.named["x"], "prob", -0.5), "'named.x.prob' must be >= 0 and < 1"),
+    ],
+)
+def test_validate_names_the_first_wrong_key_of_a_config_built_in_python(
+    change: Any, message: str
+) -> None:
+    config = HoldsBounded()
+    config.validate()
+    change(config)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        config.validate()
+
+
+def test_build_refuses_its_own_wrong_values() -> None:
+    config = LabelSmoothedCrossEntropy.Config()
+    field = next(f for f in dataclasses.fields(config) if "bounds" in f.metadata)
+    bounds = field.metadata["bounds"]
+    wrong = (bounds.at_least if bounds.at_least is not None else bounds.above) - 1
+    setattr(config, field.name, wrong)
+    with pytest.raises(ConfigError, match=f"'LabelSmoothedCrossEntropy.{field.name}' must be"):
+        config.build()
+
+
+def test_every_registered_experiment_is_valid() -> None:
+    from seqlab.core.registry import list_experiments
+
+    for name in list_experiments():
+        get_experiment(name).validate()

@@ -63,7 +63,7 @@ def test_off_by_default() -> None:
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
 def test_bad_decay_is_refused(decay: float) -> None:
-    with pytest.raises(ValueError, match=f"trainer.ema.decay is {decay}"):
+    with pytest.raises(ValueError, match=f"decay' must be >= 0 and < 1, got {decay}"):
         ExponentialMovingAverage.Config(decay=decay).build(_named([1.0]))
 
 

@@ -90,7 +90,7 @@ def test_bad_kind_is_refused() -> None:
         _schedule("step", total_steps=10)
     message = str(info.value)
     assert "'step'" in message
-    assert "inverse_sqrt, cosine, linear, constant or exponential" in message
+    assert "['inverse_sqrt', 'cosine', 'linear', 'constant', 'exponential']" in message
 
 
 def test_inverse_sqrt_is_the_transformer_papers_schedule() -> None:
@@ -198,7 +198,7 @@ def test_weight_decay_of_norm_and_bias_when_configured() -> None:
 
 
 def test_negative_weight_decay_is_refused() -> None:
-    with pytest.raises(ValueError, match="optimizer.weight_decay is -0.1"):
+    with pytest.raises(ValueError, match="weight_decay' must be >= 0, got -0.1"):
         Adam.Config(weight_decay=-0.1).build([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
 
 

@@ -81,3 +81,17 @@ def test_switching_a_run_between_shards_and_streaming_is_refused(
     assert sharded.train() == 2
     with pytest.raises(LogdirError, match="shards instead of streaming|records training data"):
         tiny_mt_trainer(run, *_streaming(file, "trainer.max_steps=3", small_vocabulary))
+
+
+def test_streaming_paths_are_checked_before_anything_runs(
+    tiny_mt_trainer: Callable[..., Trainer], tmp_path: Path
+) -> None:
+    from seqlab.data.data_paths import DataPathError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataPathError, match=r"data.train_path=.*: no training files"):
+        tiny_mt_trainer(tmp_path / "run", *_streaming(empty))
+    (empty / "part.tsv").write_text("")
+    with pytest.raises(DataPathError, match=r"part.tsv the file is empty"):
+        tiny_mt_trainer(tmp_path / "run", *_streaming(empty))

@@ -115,5 +115,5 @@ def test_state_dict_resumes_the_same_noise_stream() -> None:
 
 
 def test_negative_std_is_refused() -> None:
-    with pytest.raises(ValueError, match="trainer.weight_noise.std is -1.0"):
+    with pytest.raises(ValueError, match="std' must be >= 0, got -1.0"):
         WeightNoise.Config(std=-1.0).build([], seed=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from seqlab.core.config import ConfigError
 from seqlab.data.corpora.bible import prepare_bible_monolingual, prepare_bible_pair
 
 # name -> function(out_dir) that prepares train/dev/test files and returns their paths.
@@ -30,6 +31,14 @@ _MONOLINGUAL: dict[str, Callable[[Path], dict[str, Path]]] = {
 }
 
 
+class UnknownCorpusError(ConfigError):
+    """A corpus name that is not built in; the message lists the built-in ones."""
+
+
+class CorpusNotPreparedError(FileNotFoundError):
+    """A built-in corpus whose files are not in the cache; the message says how to prepare it."""
+
+
 def known_corpora() -> list[str]:
     return sorted(_PARALLEL | _SPEECH | _MONOLINGUAL)
 
@@ -38,20 +47,22 @@ def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, 
     """Paths of the train/dev/test files of corpus ``name``, preparing them if needed.
 
     Raises:
-      KeyError: for an unknown corpus name, listing the known ones.
-      FileNotFoundError: if the files are missing and ``prepare`` is False, naming the
+      UnknownCorpusError: for an unknown corpus name, listing the known ones.
+      CorpusNotPreparedError: if the files are missing and ``prepare`` is False, naming the
         command that prepares them.
     """
     preparers = _PARALLEL | _SPEECH | _MONOLINGUAL
     if name not in preparers:
-        raise KeyError(f"unknown corpus '{name}'; built-in corpora: {', '.join(known_corpora())}")
+        raise UnknownCorpusError(
+            f"unknown corpus '{name}'; built-in corpora: {', '.join(known_corpora())}"
+        )
     out_dir = cache_dir / "corpora" / name
     if not prepare:
         suffix = ".jsonl" if name in _SPEECH else ".txt" if name in _MONOLINGUAL else ".tsv"
         files = {split: out_dir / f"{split}{suffix}" for split in ("train", "dev", "test")}
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
-            raise FileNotFoundError(
+            raise CorpusNotPreparedError(
                 f"corpus '{name}' is not prepared ({missing[0]} missing); "
                 f"run `seqlab data prepare {name}`"
             )

@@ -43,14 +43,16 @@ class ConformerCtc(SpeechTask):
             doc="Multiply the subsampled frames by sqrt(model_dim) before adding the positions "
             "(as ESPnet does), so that frames and positions start at the same scale.",
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on the subsampled frames.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on the subsampled frames.", at_least=0, below=1
+        )
         encoder: ConformerEncoder.Config = param(ConformerEncoder.Config(), doc="Encoder.")
         decoder: Literal["greedy", "beam"] = param(
             "beam", doc="CTC decoding: greedy best path or prefix beam search."
         )
-        beam_size: int = param(8, doc="Prefixes kept by the beam search.")
+        beam_size: int = param(8, doc="Prefixes kept by the beam search.", at_least=1)
         labels_per_frame: int = param(
-            0, doc="Beam search considers only the top-k labels per frame (0 = all)."
+            0, doc="Beam search considers only the top-k labels per frame (0 = all).", at_least=0
         )
 
     config: Config

@@ -61,14 +61,16 @@ class ListenAttendSpell(SpeechTask):
         embedding: TokenEmbedding.Config = param(
             TokenEmbedding.Config(), doc="Label embedding, shared with the output projection."
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on the embedded decoder inputs.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on the embedded decoder inputs.", at_least=0, below=1
+        )
         decoder: RNMTDecoder.Config = param(RNMTDecoder.Config(), doc="Attention LSTM decoder.")
         loss: LabelSmoothedCrossEntropy.Config = param(
             LabelSmoothedCrossEntropy.Config(), doc="Training loss."
         )
         beam_search: BeamSearch.Config = param(BeamSearch.Config(), doc="Decoding.")
         max_decode_length: int = param(
-            400, doc="Hard cap on the output labels of a hypothesis (EOS not counted)."
+            400, doc="Hard cap on the output labels of a hypothesis (EOS not counted).", at_least=1
         )
 
     config: Config

@@ -34,7 +34,9 @@ class SpeechTask(Task):
         subsampling: ConvSubsampling.Config = param(
             ConvSubsampling.Config(), doc="4x time reduction and projection."
         )
-        vocab_size: int = param(32, doc="Output labels V (the tokenizer's ids fit below it).")
+        vocab_size: int = param(
+            32, doc="Output labels V (the tokenizer's ids fit below it).", at_least=1
+        )
 
     config: Config
 

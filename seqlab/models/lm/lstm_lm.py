@@ -29,7 +29,9 @@ class LSTMLM(LanguageModel):
         embedding: TokenEmbedding.Config = param(
             TokenEmbedding.Config(), doc="Token embedding, shared with the output projection."
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on the embeddings.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on the embeddings.", at_least=0, below=1
+        )
         lstm: LSTMStack.Config = param(
             LSTMStack.Config(), doc="The recurrent layers; the top one outputs model_dim."
         )

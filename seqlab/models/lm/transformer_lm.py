@@ -34,7 +34,9 @@ class TransformerLM(LanguageModel):
             doc="Absolute positions added to the embeddings (restarting at each packed "
             "segment), or None when self-attention has relative_positions.",
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on embeddings plus positions.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on embeddings plus positions.", at_least=0, below=1
+        )
         stack: TransformerEncoder.Config = param(
             TransformerEncoder.Config(), doc="The layers, run with causal self-attention."
         )

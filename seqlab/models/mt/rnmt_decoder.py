@@ -42,11 +42,13 @@ class RNMTDecoder(Layer):
 
     @dataclasses.dataclass
     class Config(Layer.Config):
-        input_dim: int = param(1024, doc="Width of the embedded target tokens.")
+        input_dim: int = param(1024, doc="Width of the embedded target tokens.", at_least=1)
         first_layer: LSTMCell.Config = param(
             LSTMCell.Config(), doc="The bottom LSTM layer, whose output queries the attention."
         )
-        first_layer_dropout_prob: float = param(0.0, doc="Dropout on the first layer's output.")
+        first_layer_dropout_prob: float = param(
+            0.0, doc="Dropout on the first layer's output.", at_least=0, below=1
+        )
         attention: MultiHeadSourceAttention.Config = param(
             MultiHeadSourceAttention.Config(), doc="Attention over the encoder outputs."
         )
@@ -54,7 +56,9 @@ class RNMTDecoder(Layer):
             LSTMStack.Config(), doc="LSTM layers above the first; the context is a side input."
         )
         output_dim: int = param(
-            1024, doc="Width of the output (the softmax input), projected from [top, context]."
+            1024,
+            doc="Width of the output (the softmax input), projected from [top, context].",
+            at_least=1,
         )
 
     config: Config

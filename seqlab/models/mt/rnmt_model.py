@@ -33,13 +33,15 @@ class RNMTPlusMT(TranslationTask):
         source_positions: AbsolutePositions.Config | None = param(
             None, doc="Absolute positions added to the source (a Transformer encoder needs them)."
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on the embedded source and target.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on the embedded source and target.", at_least=0, below=1
+        )
         encoder: BidirectionalLSTMStack.Config | TransformerEncoder.Config = param(
             BidirectionalLSTMStack.Config(), doc="Encoder: bidirectional LSTM or Transformer."
         )
         decoder: RNMTDecoder.Config = param(RNMTDecoder.Config(), doc="RNMT+ decoder.")
         max_decode_length: int = param(
-            1023, doc="Hard cap on the output tokens of a hypothesis (EOS not counted)."
+            1023, doc="Hard cap on the output tokens of a hypothesis (EOS not counted).", at_least=1
         )
 
     config: Config

@@ -32,7 +32,9 @@ class TransformerMT(TranslationTask):
             doc="Absolute positions added to the embeddings (SinusoidalPositions or "
             "LearnedPositions), or None when self-attention has relative_positions.",
         )
-        input_dropout_prob: float = param(0.1, doc="Dropout on embeddings plus positions.")
+        input_dropout_prob: float = param(
+            0.1, doc="Dropout on embeddings plus positions.", at_least=0, below=1
+        )
         encoder: TransformerEncoder.Config = param(TransformerEncoder.Config(), doc="Encoder.")
         decoder: TransformerDecoder.Config = param(TransformerDecoder.Config(), doc="Decoder.")
 
