@@ -91,7 +91,7 @@ def test_an_unchanged_file_finds_its_shards_without_reading_the_text(
         assert Path(path).resolve() != train.resolve(), "the corpus was read again"
         return sha256_of(path)
 
-    monkeypatch.setattr("seqlab.data.token_shards.build_pair_shards", no_build)
+    monkeypatch.setattr("seqlab.data.token_shards.build_token_shards", no_build)
     monkeypatch.setattr("seqlab.data.token_shards.sha256_of", hash_all_but_the_corpus)
     again = open_pair_shards(train, model, tmp_path / "cache")
     assert again.directory == first.directory
