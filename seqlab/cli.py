@@ -92,7 +92,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"[seqlab] tokenizer: {data.tokenizer_path}")
         examples = data.examples("train")
         shards = getattr(examples, "shards", None)
-        where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
+        where = "held in memory"
+        if shards is not None:
+            where = f"{shards.directory} ({len(shards)} {shards.kind.name})"
         if getattr(data.config, "streaming", False):
             where = "streamed from " + ", ".join(str(f) for f in examples.files)
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")
