@@ -151,10 +151,11 @@ class ShardedLines:
     def sequence_ids(self, sequence: int) -> tuple[list[int], list[int]]:
         """(input ids, target ids) of one sequence: its part of BOS + line + EOS."""
         line = int(self.line_of[sequence])
-        full = [BOS_ID, *self.shards.ids("text", line).tolist(), EOS_ID]
+        # Sliced before conversion to lists: a long line's chunks each convert only theirs.
+        full = np.concatenate(([BOS_ID], self.shards.ids("text", line), [EOS_ID]))
         start = (sequence - int(self.first_sequence[line])) * self.row_length
         end = min(start + self.row_length, len(full) - 1)
-        return full[start:end], full[start + 1 : end + 1]
+        return full[start:end].tolist(), full[start + 1 : end + 1].tolist()
 
     def sequence_words(self, sequence: int) -> int:
         """Words plus EOS of the sequence's line if the sequence begins it, else 0."""
