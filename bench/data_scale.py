@@ -199,7 +199,7 @@ def worker_build(spec: dict[str, Any]) -> None:
     from seqlab.core.heap_retention import retain_freed_heap_memory
 
     retain_freed_heap_memory()  # as the `seqlab` command line does
-    from seqlab.data.token_shards import file_fingerprint
+    from seqlab.data.shard_cache import file_fingerprint
 
     data = load_config(spec).data.build()
     train = data.paths()["train"]

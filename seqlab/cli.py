@@ -95,6 +95,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         where = "held in memory"
         if shards is not None:
             where = f"{shards.directory} ({len(shards)} {shards.kind.name})"
+        index = getattr(examples, "index", None)  # speech: the utterance index
+        if index is not None:
+            where = f"{index.directory} ({len(index)} utterances)"
         if getattr(data.config, "streaming", False):
             where = "streamed from " + ", ".join(str(f) for f in examples.files)
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
+
+SPEECH_TEXTS = [
+    "the lord is my shepherd",
+    "I shall not want.",
+    "he maketh me to lie down",
+    "in green",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -26,3 +36,19 @@ def bible_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Bible packages, such as the GPU machine of scripts/gpu_check.sh)."""
     prepared = os.environ.get("SEQLAB_TEST_CACHE_DIR")
     return Path(prepared) if prepared else tmp_path_factory.mktemp("bible_cache")
+
+
+@pytest.fixture()
+def manifest_dir(tmp_path: Path) -> Path:
+    """A directory with ``train.jsonl``: 12 utterances of noise (0.2 to 0.6 s at 16 kHz,
+    ids u0..u11, the four ``SPEECH_TEXTS`` three times), then a 13th line whose audio file
+    is missing."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(SPEECH_TEXTS * 3):
+        seconds = 0.2 + 0.1 * (i % 5)
+        soundfile.write(str(tmp_path / f"{i}.wav"), rng.normal(0, 0.1, int(16000 * seconds)), 16000)
+        rows.append({"id": f"u{i}", "audio": f"{i}.wav", "text": text})
+    rows.append({"id": "bad", "audio": "missing.wav", "text": "x"})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path

@@ -1,18 +1,20 @@
 """Speech-recognition input: audio manifests, transcript tokens, batches by audio duration.
 
 Batches are cut by padded audio duration (counted in 10 ms frames) with length bucketing, and
-the training stream is the same seeded, resumable :class:`BatchStream` as for text. Audio is
-read from disk when a batch is built; the front end that turns it into features is part of
-the model, so a trained model transcribes raw audio files.
+the training stream is the same seeded, resumable :class:`BatchStream` as for text. The
+training manifest is checked and tokenized once into a memory-mapped utterance index
+(seqlab.data.utterance_index); dev and test are read into memory. Audio is read from disk
+when a batch is built; the front end that turns it into features is part of the model, so a
+trained model transcribes raw audio files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -22,15 +24,23 @@ from seqlab.core.config import Config, Configurable, param
 from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.audio_files import AudioError, read_audio
-from seqlab.data.audio_manifest import Manifest, ManifestEntry, ManifestError, read_manifest
+from seqlab.data.audio_manifest import (
+    Manifest,
+    ManifestEntry,
+    ManifestError,
+    check_manifest_file,
+    parse_manifest_line,
+    read_manifest,
+)
 from seqlab.data.batching import BatchStream, make_batches
 from seqlab.data.mt_data import SPLITS, MissingCorpusError, default_cache_dir
 from seqlab.data.sentencepiece_tokenizer import (
     PAD_ID,
     SentencePieceTokenizer,
-    train_or_load_sentencepiece,
+    train_or_load_sentencepiece_from_files,
 )
-from seqlab.data.transcripts import normalize_transcript
+from seqlab.data.shard_cache import file_fingerprint
+from seqlab.data.utterance_index import IndexSettings, UtteranceIndex, open_utterance_index
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +48,15 @@ FRAMES_PER_SECOND = 100
 """Batching unit: lengths and budgets are counted in 10 ms frames."""
 
 
+def frames_of(num_samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Durations in 10 ms frames (rounded up) of utterances of ``num_samples``: [N] int64."""
+    per_frame = sample_rate / FRAMES_PER_SECOND
+    return np.ceil(np.asarray(num_samples, dtype=np.int64) / per_frame).astype(np.int64)
+
+
 @dataclasses.dataclass
 class ASRExamples:
-    """A split: its manifest entries and the token ids of their transcripts."""
+    """A split held in memory: its manifest entries and the token ids of their transcripts."""
 
     entries: list[ManifestEntry]
     label_ids: list[list[int]]
@@ -51,10 +67,57 @@ class ASRExamples:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def lengths(self) -> list[int]:
+    def lengths(self) -> np.ndarray:
         """Per-utterance duration in 10 ms frames (rounded up)."""
-        per_frame = self.sample_rate / FRAMES_PER_SECOND
-        return [math.ceil(e.num_samples / per_frame) for e in self.entries]
+        return frames_of(np.array([e.num_samples for e in self.entries]), self.sample_rate)
+
+
+Row = TypeVar("Row")
+
+
+class _IndexRows(Sequence[Row], Generic[Row]):
+    """``read(keep[i])`` for i < len(keep): kept rows of an index, read when asked for."""
+
+    def __init__(self, read: Callable[[int], Row], keep: np.ndarray) -> None:
+        self.read, self.keep = read, keep
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int) -> Row:  # type: ignore[override]
+        return self.read(int(self.keep[i]))
+
+
+class IndexedUtterances:
+    """The training utterances of an utterance index as ``collate`` reads them: the first
+    ``limit`` (0 = all), those of at most ``max_samples``.
+
+    Only the kept indices and their lengths are in memory; entries and labels are read from
+    the index (and the manifest line it points to) when a batch needs them.
+    """
+
+    def __init__(
+        self, index: UtteranceIndex, sample_rate: int, limit: int, max_samples: float
+    ) -> None:
+        self.index = index
+        n = min(limit, len(index)) if limit > 0 else len(index)
+        self.keep = np.flatnonzero(index.num_samples[:n] <= max_samples)
+        self._lengths = frames_of(index.num_samples[self.keep], sample_rate)
+        self.entries = _IndexRows(index.entry, self.keep)
+        self.label_ids = _IndexRows(index.label_ids, self.keep)
+        self.sample_rate = sample_rate
+        self.num_skipped = index.num_skipped
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def lengths(self) -> np.ndarray:
+        """Per-utterance duration in 10 ms frames (rounded up)."""
+        return self._lengths
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies these utterances: the index, its manifest and tokenizer."""
+        return self.index.identity()
 
 
 class ASRData(Configurable):
@@ -92,6 +155,10 @@ class ASRData(Configurable):
             20.0, doc="Training utterances longer than this are dropped."
         )
         train_limit: int = param(0, doc="Use only the first N training utterances (0 = all).")
+        num_workers: int = param(
+            0,
+            doc="Processes that check and tokenize the training manifest (0 = one per core).",
+        )
         eval_limit: int = param(0, doc="Use only the first N dev/test utterances (0 = all).")
 
     config: Config
@@ -127,59 +194,84 @@ class ASRData(Configurable):
             manifest = read_manifest(
                 self.paths()[split], c.sample_rate, c.resample, c.bad_input, c.verify_audio
             )
-            if manifest.problems:
-                shown = "\n  ".join(manifest.problems[:5])
-                more = len(manifest.problems) - 5
-                tqdm.write(
-                    f"[seqlab] {split}: skipped {manifest.num_skipped} broken manifest lines "
-                    f"(data.bad_input=skip):\n  {shown}"
-                    + (f"\n  ... and {more} more" if more > 0 else "")
-                )
+            report_skipped(split, manifest.num_skipped, manifest.problems)
             self._manifests[split] = manifest
         return self._manifests[split]
 
-    def _transcript(self, text: str) -> str:
-        return normalize_transcript(text) if self.config.normalize_transcripts else text
+    def index_settings(self) -> IndexSettings:
+        c = self.config
+        return IndexSettings(
+            c.sample_rate, c.resample, c.bad_input, c.verify_audio, c.normalize_transcripts
+        )
 
     # ---- tokenizer ------------------------------------------------------------------------
     def load_tokenizer(self, model_path: Path | None = None) -> SentencePieceTokenizer:
-        """Loads ``model_path`` if given, else trains (or reuses) one on the train transcripts."""
+        """Loads ``model_path`` if given, else trains (or reuses) one on the transcripts of
+        the training manifest's lines (their audio is not read: that is checked when the
+        training index is built)."""
         if model_path is not None and model_path.exists():
             self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
             self.tokenizer_path = model_path
-        else:
-            texts = [self._transcript(e.text) for e in self.manifest("train").entries]
-            self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece(
-                self.config.tokenizer, texts, self.cache_dir / "tokenizers"
-            )
+            return self.tokenizer
+        train = check_manifest_file(self.paths()["train"], self.config.bad_input)
+        fingerprint = file_fingerprint(train, self.cache_dir / "shards")
+        settings = self.index_settings()
+        key = f"transcripts:{fingerprint['sha256']}:{settings.normalize_transcripts}"
+
+        def write_transcripts(directory: Path) -> list[Path]:
+            out = directory / "transcripts.txt"
+            with train.open("rb") as f, out.open("w") as texts:
+                for line_no, raw in enumerate(f, start=1):
+                    try:
+                        fields = parse_manifest_line(raw, line_no, train)
+                    except ManifestError:
+                        continue  # refused, or counted and reported, by the index build
+                    if fields is not None:
+                        texts.write(settings.label_text(fields[2]).replace("\n", " ") + "\n")
+            return [out]
+
+        self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece_from_files(
+            self.config.tokenizer, key, write_transcripts, self.cache_dir / "tokenizers"
+        )
         return self.tokenizer
 
     # ---- examples and batches -------------------------------------------------------------
-    def examples(self, split: str) -> ASRExamples:
-        """Utterances of ``split`` with token ids; over-long training utterances are dropped."""
-        if self.tokenizer is None:
-            raise RuntimeError("call load_tokenizer() first")
-        manifest = self.manifest(split)
-        entries = manifest.entries
-        limit = self.config.train_limit if split == "train" else self.config.eval_limit
-        if limit > 0:
-            entries = entries[:limit]
-        if split == "train":
-            max_samples = self.config.max_duration_seconds * self.config.sample_rate
-            entries = [e for e in entries if e.num_samples <= max_samples]
-        labels = self.tokenizer.encode_batch([self._transcript(e.text) for e in entries])
-        return ASRExamples(entries, labels, self.config.sample_rate, manifest.num_skipped)
+    def examples(self, split: str) -> ASRExamples | IndexedUtterances:
+        """Utterances of ``split`` with token ids; over-long training utterances are dropped.
 
-    def train_stream(self, examples: ASRExamples, seed: int) -> BatchStream:
+        The training split is read from its memory-mapped utterance index (built on first
+        use); dev and test are read and tokenized in memory.
+        """
+        if self.tokenizer is None or self.tokenizer_path is None:
+            raise RuntimeError("call load_tokenizer() first")
+        c = self.config
+        if split == "train":
+            index = open_utterance_index(
+                self.paths()["train"],
+                self.tokenizer_path,
+                self.cache_dir,
+                self.index_settings(),
+                c.num_workers,
+            )
+            report_skipped(split, index.num_skipped, index.problems)
+            max_samples = c.max_duration_seconds * c.sample_rate
+            return IndexedUtterances(index, c.sample_rate, c.train_limit, max_samples)
+        manifest = self.manifest(split)
+        entries = manifest.entries[: c.eval_limit] if c.eval_limit > 0 else manifest.entries
+        settings = self.index_settings()
+        labels = self.tokenizer.encode_batch([settings.label_text(e.text) for e in entries])
+        return ASRExamples(entries, labels, c.sample_rate, manifest.num_skipped)
+
+    def train_stream(self, examples: ASRExamples | IndexedUtterances, seed: int) -> BatchStream:
         budget = int(self.config.max_batch_seconds * FRAMES_PER_SECOND)
         return BatchStream(examples.lengths(), budget, seed)
 
-    def eval_batches(self, examples: ASRExamples) -> list[list[int]]:
+    def eval_batches(self, examples: ASRExamples | IndexedUtterances) -> list[list[int]]:
         """Deterministic, length-sorted batches covering every example once."""
         budget = int(self.config.eval_max_batch_seconds * FRAMES_PER_SECOND)
         return make_batches(examples.lengths(), budget, seed=0, epoch=0, shuffle=False)
 
-    def collate(self, examples: ASRExamples, indices: list[int]) -> NestedMap:
+    def collate(self, examples: ASRExamples | IndexedUtterances, indices: list[int]) -> NestedMap:
         """Reads the chosen utterances' audio and pads everything into a batch.
 
         Returns:
@@ -192,8 +284,8 @@ class ASRData(Configurable):
           ManifestError: naming the manifest line whose audio cannot be read any more.
         """
         waveforms = []
-        for i in indices:
-            entry = examples.entries[i]
+        entries = [examples.entries[i] for i in indices]
+        for entry in entries:
             try:
                 waveforms.append(
                     read_audio(entry.audio, examples.sample_rate, self.config.resample)
@@ -203,11 +295,23 @@ class ASRData(Configurable):
         return batch_from_waveforms(
             waveforms,
             [examples.label_ids[i] for i in indices],
-            texts=[examples.entries[i].text for i in indices],
-            ids=[examples.entries[i].id for i in indices],
+            texts=[entry.text for entry in entries],
+            ids=[entry.id for entry in entries],
             indices=list(indices),
             sample_rate=examples.sample_rate,
         )
+
+
+def report_skipped(split: str, num_skipped: int, problems: list[str]) -> None:
+    """Prints how many broken manifest lines ``split`` skipped, and the first messages."""
+    if not num_skipped:
+        return
+    shown = "\n  ".join(problems[:5])
+    more = num_skipped - min(5, len(problems))
+    tqdm.write(
+        f"[seqlab] {split}: skipped {num_skipped} broken manifest lines "
+        f"(data.bad_input=skip):\n  {shown}" + (f"\n  ... and {more} more" if more > 0 else "")
+    )
 
 
 def batch_from_waveforms(

@@ -52,6 +52,51 @@ class Manifest:
         return len(self.problems)
 
 
+@dataclasses.dataclass(frozen=True)
+class LineChecker:
+    """Checks the lines of one manifest (see ``read_manifest`` for the settings)."""
+
+    manifest_path: Path
+    sample_rate: int
+    resample: bool = True
+    bad_input: BadInputPolicy = "refuse"
+    verify_audio: bool = True
+
+    def check(self, raw: bytes, line_no: int, problems: list[str]) -> ManifestEntry | None:
+        """The entry of line ``line_no``; None for a blank line, or for a broken one with
+        ``bad_input="skip"``, whose message is appended to ``problems``.
+
+        Raises:
+          ManifestError: a broken line, with ``bad_input="refuse"``.
+        """
+        where = f"{self.manifest_path}:{line_no}"
+        try:
+            fields = parse_manifest_line(raw, line_no, self.manifest_path)
+            if fields is None:
+                return None
+            num_samples = self._num_samples(fields[1])
+        except (ManifestError, AudioError) as e:
+            message = str(e) if str(e).startswith(where) else f"{where}: {e}"
+            if self.bad_input == "refuse":
+                raise ManifestError(message) from None
+            problems.append(message)
+            return None
+        return ManifestEntry(fields[0], fields[1], num_samples, fields[2], where)
+
+    def _num_samples(self, audio_path: Path) -> int:
+        """Samples of the file at the reader's rate; raises AudioError for unusable audio."""
+        if self.verify_audio:
+            return len(read_audio(audio_path, self.sample_rate, self.resample))
+        frames, rate = audio_info(audio_path)
+        if frames == 0:
+            raise AudioError(f"empty audio file {audio_path} (no samples)")
+        if rate != self.sample_rate and not self.resample:
+            raise AudioError(
+                f"audio file {audio_path} has sample rate {rate} Hz, expected {self.sample_rate} Hz"
+            )
+        return round(frames * self.sample_rate / rate)
+
+
 def read_manifest(
     path: str | Path,
     sample_rate: int,
@@ -75,38 +120,37 @@ def read_manifest(
       FileNotFoundError: ``path`` does not exist.
       ManifestError: a broken line, with ``bad_input="refuse"``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio manifest not found: {path}")
-    if bad_input not in ("skip", "refuse"):
-        raise ValueError(f"bad_input must be 'skip' or 'refuse', got {bad_input!r}")
+    path = check_manifest_file(path, bad_input)
+    checker = LineChecker(path, sample_rate, resample, bad_input, verify_audio)
     manifest = Manifest(path=path, entries=[], problems=[])
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
-            where = f"{path}:{line_no}"
-            try:
-                entry = _parse_line(raw, line_no, where, path, sample_rate, resample, verify_audio)
-            except (ManifestError, AudioError) as e:
-                message = str(e) if str(e).startswith(where) else f"{where}: {e}"
-                if bad_input == "refuse":
-                    raise ManifestError(message) from None
-                manifest.problems.append(message)
-                continue
+            entry = checker.check(raw, line_no, manifest.problems)
             if entry is not None:
                 manifest.entries.append(entry)
     return manifest
 
 
-def _parse_line(
-    raw: bytes,
-    line_no: int,
-    where: str,
-    manifest_path: Path,
-    sample_rate: int,
-    resample: bool,
-    verify_audio: bool,
-) -> ManifestEntry | None:
-    """The entry of one line, None for a blank line; raises on a broken one."""
+def check_manifest_file(path: str | Path, bad_input: str) -> Path:
+    """``path`` as a Path, after checking that it exists and that ``bad_input`` is known."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio manifest not found: {path}")
+    if bad_input not in ("skip", "refuse"):
+        raise ValueError(f"bad_input must be 'skip' or 'refuse', got {bad_input!r}")
+    return path
+
+
+def parse_manifest_line(
+    raw: bytes, line_no: int, manifest_path: Path
+) -> tuple[str, Path, str] | None:
+    """(id, audio path, transcript) of one line, without looking at the audio; None for a
+    blank line.
+
+    Raises:
+      ManifestError: naming ``manifest:line`` and what is wrong with it.
+    """
+    where = f"{manifest_path}:{line_no}"
     try:
         line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").strip()
     except UnicodeDecodeError as e:
@@ -131,15 +175,4 @@ def _parse_line(
     audio_path = Path(audio)
     if not audio_path.is_absolute():
         audio_path = manifest_path.parent / audio_path
-    if verify_audio:
-        num_samples = len(read_audio(audio_path, sample_rate, resample))
-    else:
-        frames, rate = audio_info(audio_path)
-        if frames == 0:
-            raise AudioError(f"empty audio file {audio_path} (no samples)")
-        if rate != sample_rate and not resample:
-            raise AudioError(
-                f"audio file {audio_path} has sample rate {rate} Hz, expected {sample_rate} Hz"
-            )
-        num_samples = round(frames * sample_rate / rate)
-    return ManifestEntry(str(utterance_id), audio_path, num_samples, text.strip(), where)
+    return str(utterance_id), audio_path, text.strip()

@@ -39,13 +39,13 @@ from seqlab.data.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
 )
 from seqlab.data.sequence_packing import pack_sequences, segment_layout
+from seqlab.data.shard_cache import file_fingerprint
 from seqlab.data.text_lines import count_words, read_text_lines
 from seqlab.data.text_pairs import check_data_file
 from seqlab.data.token_shards import (
     LINES,
     EmptyTexts,
     TokenShards,
-    file_fingerprint,
     open_token_shards,
     train_tokenizer_on_sample,
 )

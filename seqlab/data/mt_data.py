@@ -21,6 +21,7 @@ from seqlab.data.sentencepiece_tokenizer import (
     PAD_ID,
     SentencePieceTokenizer,
 )
+from seqlab.data.shard_cache import file_fingerprint
 from seqlab.data.streamed_pairs import (
     PairStream,
     StreamedPairs,
@@ -32,7 +33,6 @@ from seqlab.data.token_shards import (
     PAIRS,
     EmptyTexts,
     TokenShards,
-    file_fingerprint,
     open_pair_shards,
     train_tokenizer_on_sample,
 )

@@ -30,6 +30,7 @@ import numpy as np
 
 from seqlab.data.batching import plan_batches
 from seqlab.data.sentencepiece_tokenizer import EOS_ID, SentencePieceTokenizer
+from seqlab.data.shard_cache import flatten_ids
 from seqlab.data.text_pairs import (
     DataFormatError,
     check_parquet_row,
@@ -38,7 +39,6 @@ from seqlab.data.text_pairs import (
     iter_parquet_rows,
     parse_pair_line,
 )
-from seqlab.data.token_shards import flatten_ids
 
 PAIR_FILE_SUFFIXES = (".tsv", ".jsonl", ".json", ".parquet")
 # Pairs parsed and tokenized together while a window is read: bounds the raw text in memory.

@@ -2,7 +2,8 @@
 
 A shard set holds the records of one data file, each a tuple of texts named by its kind's
 sides: ``("src", "tgt")`` for the pairs of MT, ``("text",)`` for the lines of a language model.
-It is a directory ``<cache>/shards/<file stem>-<key>/`` holding, per side,
+It is a directory ``<cache>/shards/<file stem>-<key>/`` holding, per side, a column of token
+ids (seqlab.data.shard_cache):
 
 - ``<side>.bin``: the token ids of every record, concatenated, as LEB128 varints
   (seqlab.data.varint: one byte for ids below 128, two below 16,384; about 1.4 bytes a
@@ -16,12 +17,12 @@ each, for per-word perplexity), and ``manifest.json``: the format version, the k
 source file (path, size, mtime, sha256), the tokenizer's sha256, the record count and the
 blank lines skipped.
 
-The key hashes the format version, the kind, the source file's content hash and the
-tokenizer's, so a changed file or tokenizer makes a new shard set and an unchanged one is
-found again without reading the text: the content hash is computed once per (path, size,
-mtime) and remembered in ``<cache>/shards/fingerprints.json``. Shards are written under a
-temporary name and renamed when whole. Reading maps the files (``numpy.memmap``): only the
-lengths are resident, and every process of a job shares the same pages of the OS cache.
+The key hashes the format version, the source file's content hash, the tokenizer's and the
+kind (pairs leave it out, keeping the keys they had before there were other kinds), so a
+changed file or tokenizer makes a new shard set and an unchanged one is found again without
+reading the text (seqlab.data.shard_cache, which the speech index shares). Reading maps the
+files (``numpy.memmap``): only the lengths are resident, and every process of a job shares
+the same pages of the OS cache.
 
 Building streams the file in chunks of lines that worker processes parse and encode, so the
 memory it takes does not grow with the corpus.
@@ -29,27 +30,34 @@ memory it takes does not grow with the corpus.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
-import hashlib
 import itertools
-import json
-import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sentencepiece as spm
 
-from seqlab.core.atomic_files import write_atomic
-from seqlab.core.file_hash import sha256_of
 from seqlab.data.sentencepiece_tokenizer import (
     SentencePieceTokenizer,
     train_or_load_sentencepiece_from_files,
+)
+from seqlab.data.shard_cache import (
+    EncodedIds,
+    IdsColumn,
+    IdsColumnWriter,
+    building,
+    data_identity,
+    encode_ids,
+    find_or_build,
+    load_manifest,
+    load_worker_tokenizer,
+    map_in_order,
+    save_array,
+    worker_tokenizer,
+    write_manifest,
 )
 from seqlab.data.text_lines import TEXT_FIELD, check_parquet_text, count_words, parse_text_line
 from seqlab.data.text_pairs import (
@@ -61,11 +69,8 @@ from seqlab.data.text_pairs import (
     iter_parquet_rows,
     parse_pair_line,
 )
-from seqlab.data.varint import decode_varints, encode_varints, varint_sizes
 
 FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
-FINGERPRINTS_FILE = "fingerprints.json"
 _CHUNK_LINES = 20_000
 
 
@@ -112,34 +117,6 @@ PAIRS = RecordKind("pairs", PARQUET_COLUMNS, parse_pair_line, _pair_row)
 LINES = RecordKind("lines", TEXT_FIELD, _text_line, _text_row, counts=(("words", _words),))
 """Text for language models: plain text (a line each), JSONL or Parquet with ``text``."""
 KINDS = {kind.name: kind for kind in (PAIRS, LINES)}
-
-
-# ---- source fingerprints ----------------------------------------------------------------------
-def file_fingerprint(path: Path, cache_dir: Path) -> dict[str, Any]:
-    """{path, size, mtime_ns, sha256} of ``path``; the hash is read from the cache when the
-    size and modification time are those it was computed for."""
-    path = path.resolve()
-    stat = path.stat()
-    record = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    store = cache_dir / FINGERPRINTS_FILE
-    known: dict[str, Any] = {}
-    if store.is_file():
-        try:
-            known = json.loads(store.read_text())
-        except ValueError:
-            known = {}  # a damaged cache only costs a re-hash
-    cached = known.get(str(path))
-    if (
-        cached
-        and cached.get("size") == record["size"]
-        and cached.get("mtime_ns") == stat.st_mtime_ns
-    ):
-        return {**record, "sha256": cached["sha256"]}
-    record["sha256"] = sha256_of(path)
-    known[str(path)] = record
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(store, (json.dumps(known, indent=1) + "\n").encode())
-    return record
 
 
 # ---- reading records --------------------------------------------------------------------------
@@ -261,63 +238,31 @@ def train_tokenizer_on_sample(
 
 
 # ---- encoding in worker processes -------------------------------------------------------------
-_PROCESSOR: spm.SentencePieceProcessor | None = None
-
-
-def _load_processor(model_path: str) -> None:
-    global _PROCESSOR
-    _PROCESSOR = spm.SentencePieceProcessor(model_file=model_path)
-
-
-def flatten_ids(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(every id of ``ids`` concatenated [sum of lengths], each list's length [len(ids)]),
-    both int64."""
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths
-
-
-def _per_record_names(kind: RecordKind) -> list[str]:
-    """The names of a shard set's per-record arrays (``<name>.npy``)."""
-    names = [f"{side}_{what}" for side in kind.sides for what in ("lengths", "sizes")]
-    return names + [name for name, _ in kind.counts]
-
-
 def _encode_chunk(
     task: tuple[str, str, int, list[Any]],
-) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+) -> tuple[list[EncodedIds], list[np.ndarray], int]:
     """Parses and encodes one chunk of a ``(kind name, path, first line number, items)``.
 
     Returns:
-      (per side: its varint bytes; the per-record arrays in ``_per_record_names`` order;
-      blank lines).
+      (per side: its encoded ids; per count of the kind: its value for each record; blank
+      lines).
     """
     kind_name, path_text, first_line, items = task
-    assert _PROCESSOR is not None
     kind, path = KINDS[kind_name], Path(path_text)
     is_jsonl = is_jsonl_file(path)
     records = [
         parse_record(kind, item, first_line + i, path, is_jsonl) for i, item in enumerate(items)
     ]
     records = [r for r in records if r is not None]
-    encoded: list[np.ndarray] = []
-    per_record: list[np.ndarray] = []
-    for side in range(len(kind.sides)):
-        flat, lengths = flatten_ids(_PROCESSOR.encode([r[side] for r in records]))
-        token_bytes = np.concatenate(([0], np.cumsum(varint_sizes(flat))))
-        token_ends = np.cumsum(lengths)
-        sizes = token_bytes[token_ends] - token_bytes[token_ends - lengths]
-        encoded.append(encode_varints(flat))
-        per_record += [lengths, sizes]
-    for _, count in kind.counts:
-        per_record.append(np.fromiter(map(count, records), dtype=np.int64, count=len(records)))
-    return encoded, per_record, len(items) - len(records)
-
-
-def _smallest_unsigned(values: np.ndarray) -> np.ndarray:
-    """``values`` as uint16, or uint32 where one does not fit."""
-    fits = not len(values) or int(values.max()) <= np.iinfo(np.uint16).max
-    return values.astype(np.uint16 if fits else np.uint32)
+    processor = worker_tokenizer()
+    encoded = [
+        encode_ids(processor.encode([r[side] for r in records])) for side in range(len(kind.sides))
+    ]
+    counts = [
+        np.fromiter(map(count, records), dtype=np.int64, count=len(records))
+        for _, count in kind.counts
+    ]
+    return encoded, counts, len(items) - len(records)
 
 
 def build_token_shards(
@@ -333,59 +278,34 @@ def build_token_shards(
     Raises:
       DataFormatError: naming the file and line of a malformed line (nothing is left behind).
     """
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    names = _per_record_names(kind)
-    per_record: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    counts: dict[str, list[np.ndarray]] = {name: [] for name, _ in kind.counts}
     blank = 0
-    # fork: workers need nothing of the parent but this module, and spawn would re-run an
-    # unguarded script's top level (a notebook's, or a user's train.py) in every worker.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    try:
-        with contextlib.ExitStack() as stack:
-            side_files = [
-                stack.enter_context(open(tmp / f"{side}.bin", "wb")) for side in kind.sides
-            ]
-            pool = stack.enter_context(
-                context.Pool(workers, _load_processor, (str(tokenizer_path),))
+    with building(out_dir) as tmp:
+        columns = [IdsColumnWriter(tmp, side) for side in kind.sides]
+        try:
+            tasks = (
+                (kind.name, str(source), first, items) for first, items in iter_chunks(source, kind)
             )
-            pending: collections.deque[Any] = collections.deque()
-
-            def drain_one() -> None:
-                nonlocal blank
-                encoded, arrays, skipped = pending.popleft().get()
-                for side_file, data in zip(side_files, encoded, strict=True):
-                    side_file.write(data.tobytes())
-                for name, values in zip(names, arrays, strict=True):
-                    per_record[name].append(values)
+            for encoded, chunk_counts, skipped in map_in_order(
+                _encode_chunk, tasks, workers, load_worker_tokenizer, (str(tokenizer_path),)
+            ):
+                for column, ids in zip(columns, encoded, strict=True):
+                    column.append(ids)
+                for parts, values in zip(counts.values(), chunk_counts, strict=True):
+                    parts.append(values)
                 blank += skipped
-
-            for first, items in iter_chunks(source, kind):
-                task = (kind.name, str(source), first, items)
-                pending.append(pool.apply_async(_encode_chunk, (task,)))
-                if len(pending) >= 2 * workers:  # bounded memory: a few chunks in flight
-                    drain_one()
-            while pending:
-                drain_one()
-        for name, parts in per_record.items():
-            values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-            np.save(tmp / f"{name}.npy", _smallest_unsigned(values))
-        count = sum(len(x) for x in per_record[names[0]])
+        finally:
+            num_records = [column.close() for column in columns]
+        for name, parts in counts.items():
+            save_array(tmp / f"{name}.npy", parts)
         manifest = {
             **manifest,
             "kind": kind.name,
             "encoding": "leb128",
-            f"num_{kind.name}": count,
+            f"num_{kind.name}": num_records[0],
             "blank_lines": blank,
         }
-        write_atomic(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
 
 
 class TokenShards:
@@ -395,23 +315,16 @@ class TokenShards:
     def __init__(self, directory: Path, kind: RecordKind) -> None:
         self.directory = directory
         self.kind = kind
-        self.manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        self._bytes: dict[str, np.ndarray] = {}
-        self._offsets: dict[str, np.ndarray] = {}
-        self.lengths: dict[str, np.ndarray] = {}
-        for side in kind.sides:
-            size = (directory / f"{side}.bin").stat().st_size
-            self._bytes[side] = (
-                np.memmap(directory / f"{side}.bin", dtype=np.uint8, mode="r", shape=(size,))
-                if size
-                else np.zeros(0, np.uint8)
-            )
-            sizes = np.load(directory / f"{side}_sizes.npy")
-            self._offsets[side] = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
-            self.lengths[side] = np.load(directory / f"{side}_lengths.npy").astype(np.int32)
+        self.manifest = load_manifest(directory)
+        self._columns = {side: IdsColumn(directory, side) for side in kind.sides}
+        self.lengths: dict[str, np.ndarray] = {
+            side: column.lengths for side, column in self._columns.items()
+        }
+        """Per side: [N] int32 tokens of each record."""
         self.counts: dict[str, np.ndarray] = {
             name: np.load(directory / f"{name}.npy", mmap_mode="r") for name, _ in kind.counts
         }
+        """Per count of the kind: [N] its value for each record."""
 
     def __len__(self) -> int:
         return len(self.lengths[self.kind.sides[0]])
@@ -422,18 +335,13 @@ class TokenShards:
 
     def ids(self, side: str, index: int) -> np.ndarray:
         """The token ids of record ``index``'s ``side`` (e.g. src, tgt, text), without BOS or
-        EOS."""
-        offsets = self._offsets[side]
-        return decode_varints(self._bytes[side][offsets[index] : offsets[index + 1]])
+        EOS: [length] int64."""
+        return self._columns[side].ids(index)
 
     def identity(self) -> dict[str, Any]:
         """What identifies the training data read from this set (the logdir records it): the
         set, its source file and its tokenizer."""
-        return {
-            "data": str(self.directory),
-            "sources": [self.manifest["source"]],
-            "tokenizer_sha256": self.manifest["tokenizer_sha256"],
-        }
+        return data_identity(self.directory, self.manifest)
 
 
 class EmptyTexts:
@@ -457,23 +365,15 @@ def open_token_shards(
     """The shard set of ``source``'s records of ``kind`` encoded with ``tokenizer_path``:
     found by its manifest's key, or built (by ``workers`` processes; 0 = one per core)."""
     source = check_data_file(source)
-    shards_dir = cache_dir / "shards"
-    fingerprint = file_fingerprint(source, shards_dir)
-    tokenizer_sha = sha256_of(tokenizer_path)
-    material = f"{FORMAT_VERSION}\n{fingerprint['sha256']}\n{tokenizer_sha}"
-    if kind is not PAIRS:  # pairs keep the keys they had before there were other kinds
-        material += f"\n{kind.name}"
-    key = hashlib.sha256(material.encode()).hexdigest()[:16]
-    directory = shards_dir / f"{source.stem}-{key}"
-    if not (directory / MANIFEST_FILE).is_file():
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "source": fingerprint,
-            "tokenizer_sha256": tokenizer_sha,
-        }
+
+    def build(directory: Path, manifest: dict[str, Any]) -> None:
         build_token_shards(
             source, kind, tokenizer_path, directory, manifest, workers or os.cpu_count() or 1
         )
+
+    # Pairs keep the keys they had before there were other kinds: shards on disk are found.
+    settings = None if kind is PAIRS else {"kind": kind.name}
+    directory = find_or_build(source, tokenizer_path, cache_dir, FORMAT_VERSION, build, settings)
     return TokenShards(directory, kind)
 
 

@@ -1,11 +1,15 @@
-"""Shared test data: small generated English/Spanish sentence pairs."""
+"""Shared test data: small generated English/Spanish sentence pairs, and speech input on a
+generated manifest."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from seqlab.data.asr_data import ASRData
 
 # Aligned word lists, so each generated pair is a (crude) translation.
 _SUBJECTS = [
@@ -50,3 +54,28 @@ def make_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def sentence_pairs() -> Callable[[int, int], list[tuple[str, str]]]:
     return make_pairs
+
+
+def _speech_data(directory: Path, **overrides: object) -> ASRData:
+    manifest = str(directory / "train.jsonl")
+    config = ASRData.Config(
+        corpus="",
+        cache_dir=str(directory / "cache"),
+        train_path=manifest,
+        dev_path=manifest,
+        test_path=manifest,
+        max_batch_seconds=1.2,
+        eval_max_batch_seconds=1.2,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    data = config.build()
+    data.load_tokenizer()
+    return data
+
+
+@pytest.fixture
+def speech_data() -> Callable[..., ASRData]:
+    """``speech_data(directory, **config_fields)``: an ASRData on ``directory/train.jsonl``
+    (every split; see ``manifest_dir``) in 1.2 s batches, with its tokenizer loaded."""
+    return _speech_data
