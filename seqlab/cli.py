@@ -91,7 +91,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"[seqlab] tokenizer: {data.tokenizer_path}")
         examples = data.examples("train")
         shards = getattr(examples, "shards", None)
-        where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
+        where = "held in memory"
+        if shards is not None:
+            where = f"{shards.directory} ({len(shards)} {shards.kind.name})"
         index = getattr(examples, "index", None)  # speech: the utterance index
         if index is not None:
             where = f"{index.directory} ({len(index)} utterances)"

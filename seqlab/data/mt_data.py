@@ -20,9 +20,8 @@ from seqlab.data.sentencepiece_tokenizer import (
     EOS_ID,
     PAD_ID,
     SentencePieceTokenizer,
-    train_or_load_sentencepiece_from_files,
 )
-from seqlab.data.shard_cache import data_identity, file_fingerprint
+from seqlab.data.shard_cache import file_fingerprint
 from seqlab.data.streamed_pairs import (
     PairStream,
     StreamedPairs,
@@ -30,7 +29,13 @@ from seqlab.data.streamed_pairs import (
     streaming_identity,
 )
 from seqlab.data.text_pairs import check_data_file, read_text_pairs
-from seqlab.data.token_shards import PairShards, open_pair_shards, write_pair_sample
+from seqlab.data.token_shards import (
+    PAIRS,
+    EmptyTexts,
+    TokenShards,
+    open_pair_shards,
+    train_tokenizer_on_sample,
+)
 
 SPLITS = ("train", "dev", "test")
 
@@ -66,7 +71,7 @@ class MTExamples:
 class _IdsView:
     """Pair ``keep[i]``'s ids on one side of a shard set, as a list (EOS appended if asked)."""
 
-    def __init__(self, shards: PairShards, side: str, keep: np.ndarray, eos: bool) -> None:
+    def __init__(self, shards: TokenShards, side: str, keep: np.ndarray, eos: bool) -> None:
         self.shards, self.side, self.keep, self.eos = shards, side, keep, eos
 
     def __len__(self) -> int:
@@ -77,21 +82,6 @@ class _IdsView:
         return ids + [EOS_ID] if self.eos else ids
 
 
-class _NoText:
-    """The raw text of shard-backed pairs, which is not kept: empty strings."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> str:
-        if not -self.size <= i < self.size:
-            raise IndexError(i)
-        return ""
-
-
 class ShardedPairs:
     """The training pairs of a shard set, as ``collate`` reads them: the first ``limit``
     (0 = all), each side shorter than ``max_length`` tokens, sides swapped if ``reverse``.
@@ -99,7 +89,7 @@ class ShardedPairs:
     Only the kept indices and their lengths are in memory; the ids are read from the map.
     """
 
-    def __init__(self, shards: PairShards, reverse: bool, max_length: int, limit: int) -> None:
+    def __init__(self, shards: TokenShards, reverse: bool, max_length: int, limit: int) -> None:
         self.shards = shards
         n = min(limit, len(shards)) if limit > 0 else len(shards)
         source, target = ("tgt", "src") if reverse else ("src", "tgt")
@@ -111,7 +101,7 @@ class ShardedPairs:
         self._lengths = np.maximum(src_lengths[keep] + 1, tgt_lengths[keep] + 1).astype(np.int64)
         self.source_ids = _IdsView(shards, source, self.keep, eos=True)
         self.target_ids = _IdsView(shards, target, self.keep, eos=False)
-        self.source_text = self.target_text = _NoText(len(self.keep))
+        self.source_text = self.target_text = EmptyTexts(len(self.keep))
         self.num_too_long = n - len(self.keep)
         # Blank lines the reader skipped, reported with the run's metrics.
         self.num_skipped = int(shards.manifest.get("blank_lines", 0))
@@ -125,7 +115,7 @@ class ShardedPairs:
 
     def identity(self) -> dict[str, Any]:
         """What identifies these pairs: the shard set, its source file and tokenizer."""
-        return data_identity(self.shards.directory, self.shards.manifest)
+        return self.shards.identity()
 
 
 class MTData(Configurable):
@@ -215,21 +205,14 @@ class MTData(Configurable):
             self.tokenizer = SentencePieceTokenizer.load(self.config.tokenizer, model_path)
             self.tokenizer_path = model_path
             return self.tokenizer
-        train = self.train_files()
-        limit = self.config.train_limit
-        shas = ":".join(f["sha256"] for f in self.train_fingerprints())
-        key = f"pairs:{shas}:{limit}"
-
-        def write_sentences(directory: Path) -> list[Path]:
-            # Sources, then targets (the order of the pairs' texts in memory before shards),
-            # at most max_training_sentences of them in all: a seeded sample of the pairs.
-            files = [directory / "source.txt", directory / "target.txt"]
-            max_pairs = max(1, self.config.tokenizer.max_training_sentences // 2)
-            write_pair_sample(train, limit, max_pairs, 0, files[0], files[1])
-            return files
-
-        self.tokenizer, self.tokenizer_path = train_or_load_sentencepiece_from_files(
-            self.config.tokenizer, key, write_sentences, self.cache_dir / "tokenizers"
+        # Sources, then targets, at most max_training_sentences of them in all.
+        self.tokenizer, self.tokenizer_path = train_tokenizer_on_sample(
+            self.config.tokenizer,
+            self.train_files(),
+            self.train_fingerprints(),
+            PAIRS,
+            self.config.train_limit,
+            self.cache_dir / "tokenizers",
         )
         return self.tokenizer
 

@@ -1,5 +1,6 @@
 """Readers for parallel text: TSV (source TAB target), JSONL ({"src": ..., "tgt": ...}) and
-Parquet (string columns ``src`` and ``tgt``)."""
+Parquet (string columns ``src`` and ``tgt``); the line decoding, JSON fields and Parquet
+columns that the readers of plain text (seqlab.data.text_lines) share."""
 
 from __future__ import annotations
 
@@ -61,14 +62,17 @@ PARQUET_COLUMNS = ("src", "tgt")
 
 
 def iter_parquet_rows(
-    path: Path, rows_per_batch: int = 20_000, start_row: int = 0
-) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
-    """(number of the batch's first row, its (src, tgt) values) over a Parquet file, in
+    path: Path,
+    rows_per_batch: int = 20_000,
+    start_row: int = 0,
+    columns: tuple[str, ...] = PARQUET_COLUMNS,
+) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    """(number of the batch's first row, its values of ``columns``) over a Parquet file, in
     order from row ``start_row`` (0-based), read a record batch at a time (rows are numbered
     from 1). Row groups before ``start_row`` are not read.
 
     Raises:
-      DataFormatError: when the file is not Parquet or lacks the ``src``/``tgt`` columns.
+      DataFormatError: when the file is not Parquet or lacks one of ``columns``.
     """
     try:
         import pyarrow.parquet as pq
@@ -81,9 +85,11 @@ def iter_parquet_rows(
     except Exception as e:  # pyarrow raises its own error types for a damaged file
         raise DataFormatError(f"{path}: not a readable Parquet file ({e})") from None
     names = table.schema_arrow.names
-    if not all(name in names for name in PARQUET_COLUMNS):
+    if not all(name in names for name in columns):
+        needed = " and ".join(f"'{name}'" for name in columns)
+        plural = "s" if len(columns) > 1 else ""
         raise DataFormatError(
-            f"{path}: a Parquet file of pairs needs string columns 'src' and 'tgt'; it has {names}"
+            f"{path}: this Parquet file needs string column{plural} {needed}; it has {names}"
         )
     groups, first = [], 0
     for index in range(table.num_row_groups):
@@ -95,7 +101,7 @@ def iter_parquet_rows(
     skip = start_row - first
     first += 1
     batches = table.iter_batches(
-        batch_size=rows_per_batch, row_groups=groups, columns=list(PARQUET_COLUMNS)
+        batch_size=rows_per_batch, row_groups=groups, columns=list(columns)
     )
     for batch in batches if groups else ():
         if skip >= batch.num_rows:
@@ -104,9 +110,20 @@ def iter_parquet_rows(
             continue
         batch = batch.slice(skip)
         first, skip = first + skip, 0
-        rows = list(zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True))
+        values = (batch.column(i).to_pylist() for i in range(len(columns)))
+        rows = list(zip(*values, strict=True))
         yield first, rows
         first += len(rows)
+
+
+def check_parquet_strings(
+    values: tuple[Any, ...], columns: tuple[str, ...], row_no: int, path: Path
+) -> None:
+    """Raises DataFormatError, naming ``path``, the row and the column, for a value of a
+    Parquet row that is not a string (a null)."""
+    for name, value in zip(columns, values, strict=True):
+        if not isinstance(value, str):
+            raise DataFormatError(f"{path}: row {row_no}: column '{name}' is not a string")
 
 
 def check_parquet_row(src: Any, tgt: Any, row_no: int, path: Path) -> tuple[str, str]:
@@ -115,9 +132,8 @@ def check_parquet_row(src: Any, tgt: Any, row_no: int, path: Path) -> tuple[str,
     Raises:
       DataFormatError: naming ``path``, the row and the column that is missing or empty.
     """
+    check_parquet_strings((src, tgt), PARQUET_COLUMNS, row_no, path)
     for name, value in zip(PARQUET_COLUMNS, (src, tgt), strict=True):
-        if not isinstance(value, str):
-            raise DataFormatError(f"{path}: row {row_no}: column '{name}' is not a string")
         if not value.strip():
             side = "source" if name == "src" else "target"
             raise DataFormatError(f"{path}: row {row_no}: empty {side} text")
@@ -131,15 +147,11 @@ def parse_pair_line(raw: bytes, line_no: int, path: Path, is_jsonl: bool) -> tup
       DataFormatError: naming ``path:line_no``.
     """
     where = f"{path}:{line_no}"
-    try:
-        # utf-8-sig drops the byte-order mark some editors put at the file start.
-        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{where}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+    line = decode_line(raw, line_no, path)
     if not line.strip():
         return None
     if is_jsonl:
-        src, tgt = _parse_jsonl(line, where)
+        src, tgt = parse_json_fields(line, where, PARQUET_COLUMNS)
     else:
         fields = line.split("\t")
         if len(fields) != 2:
@@ -153,7 +165,29 @@ def parse_pair_line(raw: bytes, line_no: int, path: Path, is_jsonl: bool) -> tup
     return src.strip(), tgt.strip()
 
 
-def _parse_jsonl(line: str, where: str) -> tuple[str, str]:
+def decode_line(raw: bytes, line_no: int, path: Path) -> str:
+    """One raw line of a text file (with its newline) as text, without the newline.
+
+    Raises:
+      DataFormatError: naming ``path:line_no`` and the byte of invalid UTF-8.
+    """
+    try:
+        # utf-8-sig drops the byte-order mark some editors put at the file start.
+        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(
+            f"{path}:{line_no}: invalid UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
+    return line.rstrip("\r\n")
+
+
+def parse_json_fields(line: str, where: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The string fields ``keys`` of the JSON object on ``line``.
+
+    Raises:
+      DataFormatError: naming ``where`` (file:line) for bad JSON, or a field that is missing
+        or not a string.
+    """
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -161,8 +195,9 @@ def _parse_jsonl(line: str, where: str) -> tuple[str, str]:
     except RecursionError:
         raise DataFormatError(f"{where}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
-        raise DataFormatError(f"{where}: expected a JSON object with 'src' and 'tgt'")
-    for key in ("src", "tgt"):
+        fields = " and ".join(f"'{key}'" for key in keys)
+        raise DataFormatError(f"{where}: expected a JSON object with {fields}")
+    for key in keys:
         if not isinstance(obj.get(key), str):
             raise DataFormatError(f"{where}: field '{key}' missing or not a string")
-    return obj["src"], obj["tgt"]
+    return tuple(obj[key] for key in keys)

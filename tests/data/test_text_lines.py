@@ -1,4 +1,5 @@
-"""The plain-text reader: one line a sequence, blank lines skipped, bad bytes named."""
+"""The monolingual text readers: one line (or JSON record) a sequence, blank ones skipped,
+bad bytes and records named."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing.txt"):
         read_text_lines(tmp_path / "nothing.txt")
+
+
+def test_jsonl_text_fields_are_read_and_a_bad_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "text.jsonl"
+    path.write_text('{"text": " In the beginning. "}\n\n{"text": ""}\n{"text": "And God said:"}\n')
+    assert read_text_lines(path) == ["In the beginning.", "And God said:"]
+    with path.open("a") as f:
+        f.write('{"text": 3}\n')
+    with pytest.raises(DataFormatError, match=r"text\.jsonl:5: field 'text' missing or not a"):
+        read_text_lines(path)
+    path.write_text('["text"]\n')
+    with pytest.raises(DataFormatError, match=r"text\.jsonl:1: expected a JSON object with 'text'"):
+        read_text_lines(path)

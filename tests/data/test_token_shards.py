@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import sentencepiece as spm
 from seqlab.core.file_hash import sha256_of
 from seqlab.data.shard_cache import MANIFEST_FILE, file_fingerprint
 from seqlab.data.text_pairs import DataFormatError, read_text_pairs
-from seqlab.data.token_shards import iter_pairs, open_pair_shards
+from seqlab.data.token_shards import LINES, iter_pairs, open_pair_shards, open_token_shards
 
 WORDS = "in the beginning god created heaven and earth light darkness day night".split()
 
@@ -87,7 +88,7 @@ def test_an_unchanged_file_finds_its_shards_without_reading_the_text(
         assert Path(path).resolve() != train.resolve(), "the corpus was read again"
         return sha256_of(path)
 
-    monkeypatch.setattr("seqlab.data.token_shards.build_pair_shards", no_build)
+    monkeypatch.setattr("seqlab.data.token_shards.build_token_shards", no_build)
     monkeypatch.setattr("seqlab.data.shard_cache.sha256_of", hash_all_but_the_corpus)
     again = open_pair_shards(train, model, tmp_path / "cache")
     assert again.directory == first.directory
@@ -192,3 +193,22 @@ def test_a_bad_parquet_row_or_schema_is_named(tmp_path: Path) -> None:
     pq.write_table(pa.table({"source": ["a"], "target": ["b"]}), other)
     with pytest.raises(DataFormatError, match=r"needs string columns 'src' and 'tgt'; it has"):
         read_text_pairs(other)
+
+
+def test_pair_shards_keep_their_key_and_lines_of_the_same_file_get_their_own(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Pair shard sets built before there were record kinds are found again; the lines of
+    the same file with the same tokenizer are a set of their own."""
+    train, model = corpus
+    pairs = open_pair_shards(train, model, tmp_path / "cache", workers=1)
+    material = f"2\n{sha256_of(train)}\n{sha256_of(model)}"
+    assert pairs.directory.name == f"train-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+    assert sorted(p.name for p in pairs.directory.iterdir()) == [
+        "manifest.json", "src.bin", "src_lengths.npy", "src_sizes.npy",
+        "tgt.bin", "tgt_lengths.npy", "tgt_sizes.npy",
+    ]  # fmt: skip
+    lines = open_token_shards(train, LINES, model, tmp_path / "cache", workers=1)
+    assert lines.directory != pairs.directory
+    assert len(lines) == len(pairs) and lines.manifest["num_lines"] == len(pairs)
+    assert lines.counts["words"][0] == len(" ".join(next(iter_pairs(train))).split())
