@@ -14,6 +14,7 @@ from typing import Any
 
 from seqlab.core.config import ConfigError
 from seqlab.core.registry import UnknownExperimentError, get_experiment, list_experiments
+from seqlab.data.corpora.catalog import known_corpora
 from seqlab.train.experiment import ExperimentConfig
 
 
@@ -82,13 +83,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from seqlab.data.corpora.catalog import corpus_files, known_corpora
+    from seqlab.data.corpora.catalog import corpus_files
     from seqlab.data.mt_data import default_cache_dir
 
     if args.experiment:
         # The experiment's data as training will read it: tokenizer, then training shards.
-        if args.corpus:
-            raise UsageError("pass corpus names or --experiment, not both")
+        if args.corpus or args.all:
+            raise UsageError("pass corpus names (or --all) or --experiment, not both")
         config = _load_config(args)
         data = config.data.build()
         start = time.perf_counter()
@@ -99,9 +100,18 @@ def cmd_data(args: argparse.Namespace) -> int:
         where = f"{shards.directory} ({len(shards)} pairs)" if shards else "held in memory"
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")
         return 0
+    if bool(args.corpus) == args.all:
+        raise UsageError(
+            f"name the corpora to prepare ({', '.join(known_corpora())}) or pass --all"
+            + (", not both" if args.all else "")
+        )
+    unknown = [name for name in args.corpus if name not in known_corpora()]
+    if unknown:
+        raise UsageError(
+            f"unknown corpus '{unknown[0]}'; built-in corpora: {', '.join(known_corpora())}"
+        )
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    names = args.corpus or known_corpora()
-    for name in names:
+    for name in args.corpus or known_corpora():
         files = corpus_files(name, cache, prepare=True)
         for split, path in files.items():
             print(f"{name} {split}: {path}")
@@ -367,9 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(fn=cmd_inspect)
 
+    corpora = known_corpora()
     p = sub.add_parser("data", help="prepare built-in corpora into the cache")
     p.add_argument("action", choices=["prepare"])
-    p.add_argument("corpus", nargs="*", help="corpus names (default: all)")
+    p.add_argument(
+        "corpus",
+        nargs="*",
+        metavar="CORPUS",
+        help=f"the corpora to prepare: {', '.join(corpora)}",
+    )
+    p.add_argument(
+        "--all", action="store_true", help="prepare every corpus (flite_bible is about 1 GB)"
+    )
     p.add_argument("--cache-dir", default="")
     p.add_argument(
         "--experiment",
