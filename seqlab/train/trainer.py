@@ -38,6 +38,7 @@ from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate
 from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.metrics_accumulator import reduce_metric
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
@@ -319,7 +320,8 @@ class Trainer:
         return None
 
     def train_step(self, indices: list[int] | None = None) -> dict[str, float]:
-        """One optimizer update; returns its metrics (averaged over ranks and batches).
+        """One optimizer update; returns its metrics (averaged over ranks and batches; counts
+        such as ``num_target_tokens`` totalled).
 
         The update trains on ``grad_accum_steps`` global batches, of which this rank trains
         on its slice: ``indices`` and the next ones from the stream, or (``indices`` None,
@@ -353,7 +355,7 @@ class Trainer:
         names = sorted(sums)
         reduced = self.parallel.all_reduce(torch.tensor([sums[n] for n in names]))
         out = {
-            name: total / weight if weight > 0 else 0.0
+            name: reduce_metric(name, total, weight)
             for name, (total, weight) in zip(names, reduced.tolist(), strict=True)
         }
         out.update(
