@@ -542,7 +542,10 @@ class Trainer:
     def train(self) -> int:
         """Trains to ``max_steps``; returns the final step."""
         tc = self.config.trainer
-        if not self.restore() and tc.init_from_checkpoint:
+        resumed = self.restore()
+        # What a crashed run logged past this step is replaced by what this run logs.
+        self.summaries.resume_after(self.step)
+        if not resumed and tc.init_from_checkpoint:
             summary = warm_start(self.task, tc.init_from_checkpoint, self.logdir / TOKENIZER_FILE)
             if self.ema.enabled:
                 self.ema.reset()
