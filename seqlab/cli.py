@@ -50,13 +50,18 @@ def _add_quantize(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set trainer.max_steps=100 (repeatable)",
-    )
+_INFERENCE_SET_HELP = (
+    "override a setting of the run's config for this command, e.g. --set "
+    "task.beam_search.beam_size=8 or task.sampler.temperature=0.7 (repeatable); a key that "
+    "changes the model's parameters is refused"
+)
+
+
+def _add_set(
+    parser: argparse.ArgumentParser,
+    helptext: str = "override a config value, e.g. --set trainer.max_steps=100 (repeatable)",
+) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=helptext)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -167,13 +172,14 @@ def _follow_loop(args: argparse.Namespace, job: str, process: Any) -> int:
         load_checkpoint,
     )
     from seqlab.train.checkpoint_fit import load_model_state
+    from seqlab.train.config_changes import config_for_checkpoints
     from seqlab.train.device import resolve_device
     from seqlab.train.ema import model_state
-    from seqlab.train.run_context import build_context, read_logdir_config
+    from seqlab.train.run_context import build_context
 
     device = resolve_device(args.device, name="--device")
     logdir = Path(args.logdir)
-    config = read_logdir_config(logdir)
+    config = config_for_checkpoints(logdir, args.set or [])
     context = build_context(config, logdir, train_tokenizer=False, device=device)
     done: set[int] = set()
     final_seen = False  # the last checkpoint of the run (max_steps or max_train_seconds) done
@@ -245,11 +251,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     summaries = Summaries(Path(args.logdir))
 
     def process(context: Any, step: int) -> None:
-        for override in args.set or []:
-            key, _, value = override.partition("=")
-            if not key.startswith("task."):
-                raise UsageError(f"decode --set only takes task.* keys, got '{key}'")
-            context.task.config.set(key.removeprefix("task."), value)
         suffix = EMA_JOB_SUFFIX if _uses_ema(args, context.config) else ""
         if args.quantize != "none":
             # Decodes a quantized copy; the loop keeps loading checkpoints into the float task.
@@ -288,6 +289,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
         if args.quantize != "none":
             raise UsageError("an artifact is quantized when exported: seqlab export --quantize")
+        if args.set:
+            raise UsageError("an artifact's settings are fixed when exported; --set needs --logdir")
         predictor: Any = ArtifactPredictor(
             Path(args.artifact), max_batch_size=args.batch_size, **limits
         )
@@ -301,6 +304,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             task=args.task,
             use_ema=args.ema,
             quantize=args.quantize,
+            overrides=args.set or [],
             **limits,
         )
     if predictor.is_speech:
@@ -422,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--poll-seconds", type=float, default=30.0)
         _add_ema(p)
         _add_device(p)
+        _add_set(p, _INFERENCE_SET_HELP)
         if name == "decode":
-            _add_set(p)
             _add_quantize(p)
         p.set_defaults(fn=fn)
 
@@ -452,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ema(p)
     _add_quantize(p)
     _add_device(p)
+    _add_set(p, _INFERENCE_SET_HELP)
     p.set_defaults(fn=cmd_infer)
 
     p = sub.add_parser("export", help="write a self-contained inference artifact of a run")

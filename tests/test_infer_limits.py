@@ -35,26 +35,9 @@ MAX_TOKENS = 12  # small, so that a few words are already too many
 
 
 @pytest.fixture(scope="module")
-def logdir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logdir(greedy_tiny_logdir: Path) -> Path:
     """transformer_tiny after 2 steps, greedy with short outputs, so that decoding is fast."""
-    logdir = tmp_path_factory.mktemp("infer_limits")
-    sets = [
-        f"data.cache_dir={bible_cache_dir}",
-        "data.train_limit=200",
-        "data.eval_limit=4",
-        "trainer.max_steps=2",
-        "trainer.checkpoint_every_steps=0",
-        "trainer.eval_every_steps=0",
-        "trainer.decode_every_steps=0",
-        "trainer.num_threads=1",
-        "task.beam_search.beam_size=1",
-        "task.beam_search.max_decode_length_ratio=1.0",
-        "task.beam_search.max_decode_length_offset=3",
-    ]
-    args = ["train", "--experiment", "mt.bible_en_es.transformer_tiny", "--logdir", str(logdir)]
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        assert main(args + [a for s in sets for a in ("--set", s)]) == 0
-    return logdir
+    return greedy_tiny_logdir
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import dataclasses
 import random
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from seqlab.core.nested_map import NestedMap
 from seqlab.quant.qat import set_quantization_step
 from seqlab.train.batch_prefetcher import BatchPrefetcher
 from seqlab.train.checkpoint import CheckpointError, list_checkpoints
+from seqlab.train.config_changes import check_same_model, record_config_history, trained_config
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
 from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
@@ -43,6 +45,7 @@ from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_s
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
 from seqlab.train.run_context import (
+    CHECKPOINT_DIR,
     TOKENIZER_FILE,
     RunContext,
     build_context,
@@ -137,6 +140,12 @@ class Trainer:
         use_device(self.device, tc.allow_tf32)
         self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
         self.parallel.check(config)
+        checkpoint_dir = logdir / CHECKPOINT_DIR
+        resuming = bool(list_checkpoints(checkpoint_dir))
+        trained = trained_config(logdir) if resuming else None
+        if trained is not None:  # resuming: refused before any data is prepared
+            advice = "set it back to resume this run, or train in a new --logdir"
+            check_same_model(trained, config, checkpoint_dir, advice)
         self.world = world
         self.is_main_process = world.is_main
         self.config = config
@@ -151,7 +160,6 @@ class Trainer:
                 config, logdir, train_tokenizer=True, device=self.device
             )
             self.examples = self.context.data.examples("train")
-        resuming = bool(list_checkpoints(self.context.checkpoint_dir))
         if world.is_main:
             check_training_data(logdir, training_data_identity(self.examples), resuming)
         if world.is_main and not resuming:
@@ -552,6 +560,13 @@ class Trainer:
             if self.world.is_main:
                 tqdm.write(f"[seqlab] {summary}")
         if self.world.is_main:
+            entry, changes = record_config_history(self.logdir, self.config, self.step)
+            if changes:
+                tqdm.write(
+                    f"[seqlab] config changed since the last run, from step {self.step} on "
+                    f"(recorded in {entry}):\n" + textwrap.indent(changes, "[seqlab]   "),
+                    end="",
+                )
             write_config_files(self.config, self.logdir, self.preset)
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)
