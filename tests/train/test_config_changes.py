@@ -44,6 +44,12 @@ def test_changes_that_keep_the_model_pass() -> None:
         "data.max_tokens=17",
     )
     check_same_model(trained, config, Path("run/checkpoints"), "advice")
+    # A language model's sampling settings (`seqlab infer --set task.sampler.temperature=0.7`).
+    lm = get_experiment("lm.bible_en.transformer_tiny")
+    sampled = lm.copy().apply_overrides(
+        ["task.sampler.temperature=0.7", "task.sampler.top_p=0.9", "task.sampler.max_new_tokens=5"]
+    )
+    check_same_model(lm, sampled, Path("run/checkpoints"), "advice")
 
 
 def test_a_change_of_shape_is_refused_naming_only_its_keys() -> None:
