@@ -60,28 +60,26 @@ def _first_difference(old: dict[str, tuple[int, ...]], new: dict[str, tuple[int,
 
 
 def _keys_that_change_shapes(
-    old: ExperimentConfig, new: ExperimentConfig, old_shapes: dict[str, tuple[int, ...]]
+    old: ExperimentConfig,
+    new: ExperimentConfig,
+    old_shapes: dict[str, tuple[int, ...]],
+    changed: list[str],
 ) -> list[str]:
-    """The changed model keys (task.*, quant.*) that alone change ``old``'s parameters; all
-    the changed model keys when none does alone (changes that only act together)."""
+    """Of the ``changed`` keys, the model keys (task.*, quant.*) that alone change ``old``'s
+    parameters; all the changed model keys when none does alone (changes that only act
+    together; every changed key if none is a model key)."""
+    model_keys = [key for key in changed if key.startswith(_MODEL_SECTIONS)]
     new_values = dict(line.split(" = ", 1) for line in new.to_text().splitlines())
-    old_values = old.flatten()
-    changed = [
-        key
-        for key, value in new.flatten().items()
-        if key.startswith(_MODEL_SECTIONS) and (key not in old_values or old_values[key] != value)
-    ]
-    changed += [k for k in old_values if k.startswith(_MODEL_SECTIONS) and k not in new_values]
     alone = []
-    for key in changed:
+    for key in model_keys:
         trial = old.copy()
         try:
             trial.set(key, new_values[key])
             if parameter_shapes(trial) != old_shapes:
                 alone.append(key)
-        except (ConfigError, KeyError, ValueError, RuntimeError):
-            alone.append(key)  # cannot be tried alone: counted as a cause
-    return alone or changed
+        except (ConfigError, KeyError, RuntimeError):
+            alone.append(key)  # a key removed, or one that cannot be built alone: a cause
+    return alone or model_keys or changed
 
 
 def check_same_model(
@@ -94,17 +92,16 @@ def check_same_model(
       ModelChangeError: naming the changed keys (with both values), the first parameter
         that differs, and ``advice``.
     """
-    if not config.diff(trained):
+    diff = {line.partition(": ")[0]: line for line in config.diff(trained).splitlines()}
+    if not diff:
         return
     old_shapes, new_shapes = parameter_shapes(trained), parameter_shapes(config)
     if old_shapes == new_shapes:
         return
-    keys = _keys_that_change_shapes(trained, config, old_shapes)
-    diff = {line.partition(": ")[0]: line for line in config.diff(trained).splitlines()}
-    named = "; ".join(diff.get(key, key) for key in keys)
+    keys = _keys_that_change_shapes(trained, config, old_shapes, list(diff))
     raise ModelChangeError(
-        f"{named} changes the model that the checkpoints in {where} hold "
-        f"({_first_difference(old_shapes, new_shapes)}); {advice}"
+        f"{'; '.join(diff[key] for key in keys)} changes the model that the checkpoints in "
+        f"{where} hold ({_first_difference(old_shapes, new_shapes)}); {advice}"
     )
 
 
