@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlab.core.registry import get_experiment, list_experiments
+from seqlab.data.corpora.catalog import known_corpora
 from seqlab.error_report import UsageError, report
 from seqlab.train.experiment import ExperimentConfig
 
@@ -40,13 +41,18 @@ def _add_quantize(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set trainer.max_steps=100 (repeatable)",
-    )
+_INFERENCE_SET_HELP = (
+    "override a setting of the run's config for this command, e.g. --set "
+    "task.beam_search.beam_size=8 or task.sampler.temperature=0.7 (repeatable); a key that "
+    "changes the model's parameters is refused"
+)
+
+
+def _add_set(
+    parser: argparse.ArgumentParser,
+    helptext: str = "override a config value, e.g. --set trainer.max_steps=100 (repeatable)",
+) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=helptext)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -74,13 +80,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from seqlab.data.corpora.catalog import corpus_files, known_corpora
+    from seqlab.data.corpora.catalog import corpus_files
     from seqlab.data.mt_data import default_cache_dir
 
     if args.experiment:
         # The experiment's data as training will read it: tokenizer, then training shards.
-        if args.corpus:
-            raise UsageError("pass corpus names or --experiment, not both")
+        if args.corpus or args.all:
+            raise UsageError("pass corpus names (or --all) or --experiment, not both")
         from seqlab.train.experiment_checks import check_experiment
 
         config = _load_config(args)
@@ -101,14 +107,18 @@ def cmd_data(args: argparse.Namespace) -> int:
             where = "streamed from " + ", ".join(str(f) for f in examples.files)
         print(f"[seqlab] training data: {where}; {time.perf_counter() - start:.1f} s")
         return 0
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    names = args.corpus or known_corpora()
-    unknown = [name for name in names if name not in known_corpora()]
+    if bool(args.corpus) == args.all:
+        raise UsageError(
+            f"name the corpora to prepare ({', '.join(known_corpora())}) or pass --all"
+            + (", not both" if args.all else "")
+        )
+    unknown = [name for name in args.corpus if name not in known_corpora()]
     if unknown:
         raise UsageError(
             f"unknown corpus '{unknown[0]}'; built-in corpora: {', '.join(known_corpora())}"
         )
-    for name in names:
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    for name in args.corpus or known_corpora():
         files = corpus_files(name, cache, prepare=True)
         for split, path in files.items():
             print(f"{name} {split}: {path}")
@@ -187,7 +197,7 @@ def _run_on_checkpoints(args: argparse.Namespace, process: Any) -> int:
     if args.follow and args.checkpoint:
         raise UsageError("--follow processes every checkpoint; --checkpoint names one: pass one")
     device = resolve_device(args.device, name="--device")
-    follower = CheckpointFollower(Path(args.logdir), device, args.ema)
+    follower = CheckpointFollower(Path(args.logdir), device, args.ema, args.set or [])
     if args.follow:
         follower.follow(process, args.poll_seconds)
     else:
@@ -222,11 +232,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     summaries = Summaries(Path(args.logdir))
 
     def process(context: Any, step: int, suffix: str) -> None:
-        for override in args.set or []:
-            key, _, value = override.partition("=")
-            if not key.startswith("task."):
-                raise UsageError(f"decode --set only takes task.* keys, got '{key}'")
-            context.task.config.set(key.removeprefix("task."), value)
         if args.quantize != "none":
             # Decodes a quantized copy; the loop keeps loading checkpoints into the float task.
             from seqlab.quant.ptq import quantize_int8
@@ -269,6 +274,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
         if args.quantize != "none":
             raise UsageError("an artifact is quantized when exported: seqlab export --quantize")
+        if args.set:
+            raise UsageError("an artifact's settings are fixed when exported; --set needs --logdir")
         predictor: Any = ArtifactPredictor(
             Path(args.artifact), max_batch_size=args.batch_size, device=device, **limits
         )
@@ -283,6 +290,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             use_ema=args.ema,
             quantize=args.quantize,
             checkpoint=args.checkpoint,
+            overrides=args.set or [],
             **limits,
         )
     if predictor.is_speech:
@@ -391,9 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(fn=cmd_inspect)
 
+    corpora = known_corpora()
     p = sub.add_parser("data", help="prepare built-in corpora into the cache")
     p.add_argument("action", choices=["prepare"])
-    p.add_argument("corpus", nargs="*", help="corpus names (default: all)")
+    p.add_argument(
+        "corpus",
+        nargs="*",
+        metavar="CORPUS",
+        help=f"the corpora to prepare: {', '.join(corpora)}",
+    )
+    p.add_argument(
+        "--all", action="store_true", help="prepare every corpus (flite_bible is about 1 GB)"
+    )
     p.add_argument("--cache-dir", default="")
     p.add_argument(
         "--experiment",
@@ -433,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--poll-seconds", type=float, default=30.0)
         _add_ema(p)
         _add_device(p)
+        _add_set(p, _INFERENCE_SET_HELP)
         if name == "decode":
-            _add_set(p)
             _add_quantize(p)
         p.set_defaults(fn=fn)
 
@@ -466,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ema(p)
     _add_quantize(p)
     _add_device(p)
+    _add_set(p, _INFERENCE_SET_HELP)
     p.set_defaults(fn=cmd_infer)
 
     p = sub.add_parser(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -68,3 +70,24 @@ def two_step_run_sets(bible_cache_dir: Path) -> list[str]:
         "trainer.decode_every_steps=0",
         "trainer.num_threads=1",
     ]
+
+
+@pytest.fixture(scope="session")
+def greedy_tiny_logdir(
+    two_step_run_sets: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A logdir of transformer_tiny trained 2 steps by ``seqlab train``: greedy decoding of at
+    most source length + 3 tokens, so that decoding is fast; 4 dev pairs."""
+    from seqlab.cli import main
+
+    logdir = tmp_path_factory.mktemp("greedy_tiny")
+    sets = [
+        *two_step_run_sets,
+        "task.beam_search.beam_size=1",
+        "task.beam_search.max_decode_length_ratio=1.0",
+        "task.beam_search.max_decode_length_offset=3",
+    ]
+    args = ["train", "--experiment", "mt.bible_en_es.transformer_tiny", "--logdir", str(logdir)]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    return logdir

@@ -92,3 +92,30 @@ def test_text_models_need_no_speech_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "name the corpora to prepare (bible_en, bible_en_es, flite_bible) or pass --all"),
+        (["bible_en", "--all"], "or pass --all, not both"),
+        (["bible_en", "nosuch"], "unknown corpus 'nosuch'; built-in corpora: bible_en, "),
+        (["--all", "--experiment", "lm.bible_en.lstm_tiny"], "or --experiment, not both"),
+    ],
+)
+def test_data_prepare_needs_corpus_names_or_all(
+    args: list[str], message: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No argument prepares nothing (every corpus is 1 GB with speech): it asks which."""
+    assert main(["data", "prepare", *args, "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "seqlab data: error: " in err and message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_prepare_help_lists_the_corpora(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "prepare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the corpora to prepare: bible_en, bible_en_es, flite_bible" in out
+    assert "--all prepare every corpus" in out

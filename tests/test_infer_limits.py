@@ -35,19 +35,9 @@ MAX_TOKENS = 12  # small, so that a few words are already too many
 
 
 @pytest.fixture(scope="module")
-def logdir(two_step_run_sets: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logdir(greedy_tiny_logdir: Path) -> Path:
     """transformer_tiny after 2 steps, greedy with short outputs, so that decoding is fast."""
-    logdir = tmp_path_factory.mktemp("infer_limits")
-    sets = [
-        *two_step_run_sets,
-        "task.beam_search.beam_size=1",
-        "task.beam_search.max_decode_length_ratio=1.0",
-        "task.beam_search.max_decode_length_offset=3",
-    ]
-    args = ["train", "--experiment", "mt.bible_en_es.transformer_tiny", "--logdir", str(logdir)]
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        assert main(args + [a for s in sets for a in ("--set", s)]) == 0
-    return logdir
+    return greedy_tiny_logdir
 
 
 @pytest.fixture(scope="module")

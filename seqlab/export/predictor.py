@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,9 +15,10 @@ from seqlab.layers.packed_linear import pack_linear_layers
 from seqlab.quant.ptq import check_int8_device, check_quantize_mode, quantize_int8
 from seqlab.train.checkpoint_choice import load_chosen_checkpoint
 from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.config_changes import config_for_checkpoints
 from seqlab.train.device import resolve_device
 from seqlab.train.ema import model_state
-from seqlab.train.run_context import RunContext, build_context, read_logdir_config
+from seqlab.train.run_context import RunContext, build_context
 
 __all__ = ["InputTooLargeError", "Predictor"]
 
@@ -63,6 +65,7 @@ class Predictor:
         pack_linear: bool = True,
         device: str | torch.device = "cpu",
         checkpoint: str | int | Path | None = None,
+        overrides: Sequence[str] = (),
     ) -> Predictor:
         """Builds the task of ``logdir`` and loads its newest checkpoint that verifies, or the
         one ``checkpoint`` names (a step of the run's checkpoints, or a checkpoint file).
@@ -72,14 +75,16 @@ class Predictor:
         Linear layers (``seqlab.quant.ptq``). ``pack_linear`` prepacks the float Linear
         layers for oneDNN (``pack_linear_layers``: the same outputs, faster decoding; off
         for a task that is to be exported). ``device``: cpu, cuda, cuda:N or auto (int8 is
-        CPU-only). The loaded file is ``checkpoint_path``.
+        CPU-only). ``overrides``: ``key=value`` settings of the logdir's config changed for
+        this predictor, e.g. ``task.beam_search.beam_size=1`` (refused if they change the
+        model's parameters). The loaded file is ``checkpoint_path``.
         """
         target = (
             device if isinstance(device, torch.device) else resolve_device(device, name="device")
         )
         check_quantize_mode(quantize)
         check_int8_device(quantize, target)
-        config = read_logdir_config(logdir)
+        config = config_for_checkpoints(logdir, overrides)
         context = build_context(config, logdir, train_tokenizer=False, device=target)
         found = load_chosen_checkpoint(context.checkpoint_dir, checkpoint)
         if use_ema is None:

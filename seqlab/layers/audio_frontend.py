@@ -45,10 +45,10 @@ def mel_filterbank(
     """
     num_bins = fft_size // 2 + 1
     bin_mels = hertz_to_mel(torch.linspace(0.0, sample_rate / 2.0, num_bins, dtype=torch.float64))
+    # Tensor ends (not float()): the filters also build on the meta device, without values.
     edges = torch.linspace(
-        float(hertz_to_mel(lower_hz)), float(hertz_to_mel(upper_hz)), num_mel_bins + 2,
-        dtype=torch.float64,
-    )  # fmt: skip
+        hertz_to_mel(lower_hz), hertz_to_mel(upper_hz), num_mel_bins + 2, dtype=torch.float64
+    )
     left, center, right = edges[:-2], edges[1:-1], edges[2:]
     rising = (bin_mels[:, None] - left) / (center - left)
     falling = (right - bin_mels[:, None]) / (right - center)

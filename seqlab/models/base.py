@@ -10,8 +10,17 @@ import torch
 from seqlab.core.layer import Layer
 from seqlab.core.nested_map import NestedMap
 
-# A metric is (value, weight): runners average values weighted by weights across batches.
+# A metric is (value, weight): runners average values weighted by weights across batches,
+# except counts (``num_*``, e.g. ``num_target_tokens``: (count, 1.0)), which they total.
 Metrics = dict[str, tuple[float, float]]
+
+COUNT_PREFIX = "num_"
+
+
+def is_count(name: str) -> bool:
+    """Whether metric ``name`` (or ``<task>/name``) is a count, which runners sum over batches
+    and processes."""
+    return name.rpartition("/")[2].startswith(COUNT_PREFIX)
 
 
 class Task(Layer):
@@ -40,8 +49,9 @@ class Task(Layer):
         raise NotImplementedError
 
     def finalize_metrics(self, means: dict[str, float]) -> dict[str, float]:
-        """Metrics of a whole dataset from the weighted means of ``compute_loss``'s (e.g. a
-        perplexity, the exponential of the mean log-perplexity); by default the means."""
+        """Metrics of a whole dataset from the weighted means of ``compute_loss``'s (and the
+        totals of its counts), e.g. a perplexity, the exponential of the mean
+        log-perplexity; by default the means."""
         return means
 
     def decode(self, batch: NestedMap) -> NestedMap:

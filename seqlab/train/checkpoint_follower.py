@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from seqlab.train.checkpoint import (
 )
 from seqlab.train.checkpoint_choice import checkpoint_label, load_chosen_checkpoint
 from seqlab.train.checkpoint_fit import load_model_state
+from seqlab.train.config_changes import config_for_checkpoints
 from seqlab.train.ema import EMA_JOB_SUFFIX, model_state
-from seqlab.train.run_context import CONFIG_JSON, RunContext, build_context, read_logdir_config
+from seqlab.train.run_context import CONFIG_JSON, RunContext, build_context
 from seqlab.train.run_status import read_finished
 
 # process(context with the checkpoint's weights loaded, its step, the job-name suffix)
@@ -44,11 +45,19 @@ class CheckpointFollower:
     (an averaged one, another run's), so that its results never overwrite a step's.
     """
 
-    def __init__(self, logdir: Path, device: torch.device, use_ema: bool | None) -> None:
-        """``use_ema`` None: as the run's ``trainer.use_ema_for_eval`` says."""
+    def __init__(
+        self,
+        logdir: Path,
+        device: torch.device,
+        use_ema: bool | None,
+        overrides: Sequence[str] = (),
+    ) -> None:
+        """``use_ema`` None: as the run's ``trainer.use_ema_for_eval`` says; ``overrides``:
+        the command's ``--set``, applied to the run's config (none that changes the model)."""
         self.logdir = logdir
         self.device = device
         self.use_ema = use_ema
+        self.overrides = list(overrides)
         self.context: RunContext | None = None
 
     @property
@@ -57,7 +66,7 @@ class CheckpointFollower:
 
     def _build(self) -> RunContext:
         if self.context is None:
-            config = read_logdir_config(self.logdir)
+            config = config_for_checkpoints(self.logdir, self.overrides)
             self.context = build_context(
                 config, self.logdir, train_tokenizer=False, device=self.device
             )

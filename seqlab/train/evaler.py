@@ -16,10 +16,11 @@ from seqlab.train.run_context import RunContext
 
 @torch.no_grad()
 def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> dict[str, float]:
-    """Averages the task's loss metrics over every batch of ``dataset``.
+    """The task's loss metrics over every batch of ``dataset``.
 
     Returns:
-      Metric name -> weighted mean (e.g. ``loss``, ``log_pplx``).
+      Metric name -> weighted mean (e.g. ``loss``, ``log_pplx``), or total for a count
+      (``num_target_tokens``).
     """
     task, data = context.task, context.data
     examples = data.examples(dataset)
@@ -34,7 +35,7 @@ def evaluate(context: RunContext, dataset: str, show_progress: bool = True) -> d
         _, metrics = task.compute_loss(batch, predictions)
         accumulator.add(metrics)
     task.train(was_training)
-    return task.finalize_metrics(accumulator.means())
+    return task.finalize_metrics(accumulator.results())
 
 
 def write_eval_metrics(job_dir: Path, step: int, metrics: dict[str, float]) -> Path:

@@ -21,6 +21,7 @@ from seqlab.train.experiment import ExperimentConfig
 log = logging.getLogger(__name__)
 
 CONFIG_JSON = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 TOKENIZER_FILE = "spm.model"
 TRAINING_DATA_FILE = "training_data.json"
 
@@ -41,7 +42,7 @@ class RunContext:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.logdir / "checkpoints"
+        return self.logdir / CHECKPOINT_DIR
 
 
 def write_config_files(

@@ -14,10 +14,20 @@ class Summaries:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self._writers: dict[str, SummaryWriter] = {}
+        self._purge_step: int | None = None
+
+    def resume_after(self, step: int) -> None:
+        """Marks the events that an earlier, crashed run wrote past ``step`` (where this run
+        starts: its checkpoint's step, or 0) as replaced: TensorBoard then shows each later
+        step once, as this run logs it (``SummaryWriter``'s ``purge_step``). Call before the
+        first summary is written."""
+        if self._writers:
+            raise RuntimeError("resume_after() must come before the first summary is written")
+        self._purge_step = step + 1
 
     def writer(self, job: str) -> SummaryWriter:
         if job not in self._writers:
-            self._writers[job] = SummaryWriter(str(self.logdir / job))
+            self._writers[job] = SummaryWriter(str(self.logdir / job), purge_step=self._purge_step)
         return self._writers[job]
 
     def scalars(self, job: str, step: int, values: dict[str, float]) -> None:

@@ -21,6 +21,7 @@ import logging
 import random
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,16 +35,19 @@ from seqlab.core.nested_map import NestedMap
 from seqlab.quant.qat import set_quantization_step
 from seqlab.train.batch_prefetcher import BatchPrefetcher
 from seqlab.train.checkpoint import CheckpointError, list_checkpoints, prune_checkpoints
+from seqlab.train.config_changes import check_same_model, record_config_history, trained_config
 from seqlab.train.decode_runner import decode_dataset, write_decode_outputs
 from seqlab.train.device import CPU, resolve_device, use_device
 from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate, write_eval_metrics
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
+from seqlab.train.metrics_accumulator import reduce_metric
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
 from seqlab.train.parallelism import Parallelism, build_parallelism, to_cpu
 from seqlab.train.run_context import (
+    CHECKPOINT_DIR,
     TOKENIZER_FILE,
     RunContext,
     build_context,
@@ -141,6 +145,12 @@ class Trainer:
         self.parallel: Parallelism = build_parallelism(tc.distributed, world, self.device)
         # keep_best and early_stop are checked before any data is prepared.
         self.score_rules = ScoreRules(tc, logdir)
+        checkpoint_dir = logdir / CHECKPOINT_DIR
+        resuming = bool(list_checkpoints(checkpoint_dir))
+        trained = trained_config(logdir) if resuming else None
+        if trained is not None:  # resuming: refused before any data is prepared
+            advice = "set it back to resume this run, or train in a new --logdir"
+            check_same_model(trained, config, checkpoint_dir, advice)
         self.world = world
         self.is_main_process = world.is_main
         self.config = config
@@ -155,7 +165,6 @@ class Trainer:
                 config, logdir, train_tokenizer=True, device=self.device
             )
             self.examples = self.context.data.examples("train")
-        resuming = bool(list_checkpoints(self.context.checkpoint_dir))
         if world.is_main:
             check_training_data(logdir, training_data_identity(self.examples), resuming)
         if world.is_main and not resuming:
@@ -331,7 +340,8 @@ class Trainer:
         return None
 
     def train_step(self, indices: list[int] | None = None) -> dict[str, float]:
-        """One optimizer update; returns its metrics (averaged over ranks and batches).
+        """One optimizer update; returns its metrics (averaged over ranks and batches; counts
+        such as ``num_target_tokens`` totalled).
 
         The update trains on ``grad_accum_steps`` global batches, of which this rank trains
         on its slice: ``indices`` and the next ones from the stream, or (``indices`` None,
@@ -368,7 +378,7 @@ class Trainer:
         names = sorted(sums)
         reduced = self.parallel.all_reduce(torch.tensor([sums[n] for n in names]))
         out = {
-            name: total / weight if weight > 0 else 0.0
+            name: reduce_metric(name, total, weight)
             for name, (total, weight) in zip(names, reduced.tolist(), strict=True)
         }
         out.update(
@@ -584,13 +594,23 @@ class Trainer:
     def train(self) -> int:
         """Trains to ``max_steps``; returns the final step."""
         tc = self.config.trainer
-        if not self.restore() and tc.init_from_checkpoint:
+        resumed = self.restore()
+        # What a crashed run logged past this step is replaced by what this run logs.
+        self.summaries.resume_after(self.step)
+        if not resumed and tc.init_from_checkpoint:
             summary = warm_start(self.task, tc.init_from_checkpoint, self.logdir / TOKENIZER_FILE)
             if self.ema.enabled:
                 self.ema.reset()
             if self.world.is_main:
                 tqdm.write(f"[seqlab] {summary}")
         if self.world.is_main:
+            entry, changes = record_config_history(self.logdir, self.config, self.step)
+            if changes:
+                tqdm.write(
+                    f"[seqlab] config changed since the last run, from step {self.step} on "
+                    f"(recorded in {entry}):\n" + textwrap.indent(changes, "[seqlab]   "),
+                    end="",
+                )
             write_config_files(self.config, self.logdir, self.preset)
             clear_finished(self.logdir)
             # Steps past the one resumed from are scored again.
