@@ -369,6 +369,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         max_input_tokens=args.max_input_tokens,
         checkpoint=args.checkpoint,
         device=args.device,
+        overrides=args.set or [],
     )
     print(f"[seqlab] {args.format} artifact ({args.quantize}) written to {out}")
     return 0
@@ -511,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(p)
     _add_quantize(p)
     _add_device(p, "cpu", "; the model is traced there, the artifact runs on any device")
+    _add_set(p, _INFERENCE_SET_HELP)
     p.set_defaults(fn=cmd_export)
     return parser
 

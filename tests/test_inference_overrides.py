@@ -101,3 +101,29 @@ def test_an_artifact_takes_no_set(tmp_path: Path) -> None:
     code, _, err = run(["infer", "--artifact", str(tmp_path), "--set", "task.beam_size=2"])
     assert code == 2
     assert "an artifact's settings are fixed when exported; --set needs --logdir" in err
+
+
+def test_export_set_is_what_the_artifact_decodes_with(logdir: Path, tmp_path: Path) -> None:
+    artifact = tmp_path / "artifact"
+    code, _, err = run(
+        ["export", "--logdir", str(logdir), "--format", "torch", "--out", str(artifact), *NO_TOKENS]
+    )
+    assert code == 0, err
+    text = "".join(f"{s}\n" for s in SOURCES)
+    code, out, err = run(["infer", "--artifact", str(artifact)], text)
+    assert code == 0, err
+    assert out.splitlines() == ["", "", ""]
+    code, out, err = run(
+        [
+            "export",
+            "--logdir",
+            str(logdir),
+            "--format",
+            "torch",
+            "--out",
+            str(tmp_path / "other"),
+            "--set",
+            "task.decoder.num_layers=1",
+        ]
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and "task.decoder.num_layers" in err

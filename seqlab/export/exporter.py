@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def export_artifact(
     max_input_tokens: int = 256,
     checkpoint: str | int | Path | None = None,
     device: str = "cpu",
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Exports the newest good checkpoint of ``logdir`` (or the one ``checkpoint`` names: a
     step, or a checkpoint file) to the artifact directory ``out``.
@@ -67,6 +69,8 @@ def export_artifact(
       checkpoint: a step of the run's checkpoints or a checkpoint file (None: the newest).
       device: where the model is loaded and traced (cpu, cuda, cuda:N, auto); the saved
         programs are moved to the CPU, so an artifact runs on any device.
+      overrides: ``--set`` values applied to the run's config first (decoding settings such
+        as the beam or the length limits; none that changes the model).
 
     Returns:
       ``out``.
@@ -80,7 +84,7 @@ def export_artifact(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArtifactError(f"{out} already exists; choose another --out or remove it")
     predictor = Predictor.from_logdir(
-        Path(logdir), pack_linear=False, device=target, checkpoint=checkpoint
+        Path(logdir), pack_linear=False, device=target, checkpoint=checkpoint, overrides=overrides
     )
     context = predictor.context
     task = context.task
