@@ -318,7 +318,8 @@ def task_datasets(data: Any, split: str, task: str = "") -> list[str]:
     if not isinstance(data, MultiTaskData):
         if task:
             raise UnknownTaskError(f"--task {task}: this run trains a single task; omit --task")
-        check_dataset(data.paths(), split)
+        if hasattr(data, "paths"):  # a user's data class may name its datasets otherwise
+            check_dataset(data.paths(), split)
         return [split]
     names = [task] if task else data.task_names
     return [data.dataset_name(split, name) for name in names]
