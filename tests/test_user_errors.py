@@ -211,9 +211,9 @@ decode_beam_0: decode --logdir {trained} --set task.beam_search.beam_size=0 | be
 eval_no_logdir: eval --logdir {root}/nosuch | {root}/nosuch/config.json not found
 eval_bad_device: eval --logdir {trained} --device gpu7 | --device='gpu7'
 eval_task_single: eval --logdir {trained} --task en_es | --task en_es: this run trains a single task
-infer_all_corrupt: infer --logdir {corrupt} --prompt w1 | no usable checkpoint
-eval_all_corrupt: eval --logdir {corrupt} | checkpoint
-export_all_corrupt: export --logdir {corrupt} --format torch --out {logdir} | no usable checkpoint
+infer_all_corrupt: infer --logdir {corrupt} --prompt w1 | can be read (each is named above, and kept)
+eval_all_corrupt: eval --logdir {corrupt} | can be read (each is named above, and kept)
+export_all_corrupt: export --logdir {corrupt} --format torch --out {logdir} | can be read (each is named above, and kept)
 infer_missing_input: infer --logdir {trained} --input {root}/nosuch.txt | cannot read --input {root}/nosuch.txt
 infer_batch_0: infer --logdir {trained} --batch-size 0 --prompt x | --batch-size must be at least 1
 infer_no_source: infer | pass either --logdir

@@ -75,8 +75,14 @@ def load_chosen_checkpoint(
         found = load_latest_checkpoint(directory)
         if found is None:
             logdir = directory.parent
+            present = list_checkpoints(directory)
+            if present:  # each was named above, with what is wrong with it
+                raise CheckpointError(
+                    f"none of the {len(present)} checkpoints in {directory} can be read (each "
+                    f"is named above, and kept); restore one, or train again in a new --logdir"
+                )
             raise CheckpointError(
-                f"no usable checkpoint in {directory}; train first "
+                f"no checkpoint in {directory}; train first "
                 f"(`seqlab train --experiment NAME --logdir {logdir}`)"
             )
         return found
