@@ -170,7 +170,11 @@ class LogMelFrontend(Layer):
         mel = torch.matmul(power, self.mel_weights)
         features = torch.log(torch.clamp(mel, min=c.log_floor))
         lengths = self.num_frames(num_samples)
-        features = features[:, : max(int(lengths.max()), 1)]
+        if not torch.compiler.is_exporting():
+            # Drops frames past the longest utterance: a no-op when the batch's longest row is
+            # unpadded, as an exported program's inputs are (the trim length is a value, which
+            # torch.export cannot make a shape).
+            features = features[:, : max(int(lengths.max()), 1)]
         frame_paddings = lengths_to_paddings(lengths, features.shape[1])
         features = self._normalize(features, frame_paddings)
         features = apply_paddings(features, frame_paddings)

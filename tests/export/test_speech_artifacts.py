@@ -1,0 +1,111 @@
+"""Conformer-CTC artifacts end to end: a 2-step run on the tiny flite corpus is exported, and
+``seqlab infer --artifact`` prints the transcripts ``seqlab infer --logdir`` prints, with
+greedy and prefix beam search (torch) and greedy (ONNX); bad audio input is one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from seqlab.cli import main
+from seqlab.data.audio_files import read_audio, write_wav
+
+pytestmark = pytest.mark.slow  # trains a tiny speech model and traces it three times
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ctc_logdir(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """conformer_ctc_tiny trained 2 steps (prefix beam search of 4, the model's decoder)."""
+    corpus = tiny_speech_corpus
+    logdir = tmp_path_factory.mktemp("ctc") / "run"
+    sets = [
+        f"data.cache_dir={corpus['cache']}",
+        f"data.train_path={corpus['train']}",
+        f"data.dev_path={corpus['dev']}",
+        f"data.test_path={corpus['test']}",
+        "trainer.max_steps=2",
+        "trainer.eval_every_steps=0",
+        "trainer.decode_every_steps=0",
+        "trainer.checkpoint_every_steps=2",
+        "trainer.num_threads=1",
+        "task.decoder=beam",
+        "task.beam_size=4",
+    ]
+    args = ["train", "--experiment", "asr.flite_bible.conformer_ctc_tiny", "--logdir", str(logdir)]
+    code, _, err = run(args + [a for s in sets for a in ("--set", s)])
+    assert code == 0, err
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def wavs(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Three test utterances of different lengths, and a 50 ms cut of the first (shorter than
+    the fewest samples the program takes)."""
+    manifest = tiny_speech_corpus["test"]
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    paths = [manifest.parent / row["audio"] for row in rows[:3]]
+    short = tmp_path_factory.mktemp("short") / "short.wav"
+    write_wav(short, read_audio(paths[0], 16000)[:800], 16000)
+    return [str(p) for p in paths], str(short)
+
+
+def transcripts(source: list[str], inputs: list[str], sets: list[str] = ()) -> str:
+    overrides = [a for s in sets for a in ("--set", s)]
+    code, out, err = run(["infer", *source, "--input", *inputs, *overrides])
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == inputs
+    return out
+
+
+@pytest.mark.parametrize(
+    "format, decoder", [("torch", "greedy"), ("torch", "beam"), ("onnx", "greedy")]
+)
+def test_artifact_transcribes_as_the_logdir_does(
+    ctc_logdir: Path, wavs: tuple[list[str], str], format: str, decoder: str, tmp_path: Path
+) -> None:
+    files, short = wavs
+    artifact = tmp_path / "artifact"
+    sets = [f"task.decoder={decoder}"]
+    args = ["export", "--logdir", str(ctc_logdir), "--format", format, "--out", str(artifact)]
+    code, _, err = run(args + ["--set", sets[0]])
+    assert code == 0, err
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["ctc_search"]["decoder"] == decoder
+    assert 0 < manifest["limits"]["min_samples"] < 2000 < manifest["limits"]["max_samples"]
+    # The short file alone is padded to the program's fewest samples.
+    for inputs in (files, [short]):
+        from_logdir = transcripts(["--logdir", str(ctc_logdir)], inputs, sets)
+        from_artifact = transcripts(["--artifact", str(artifact), "--device", "cpu"], inputs)
+        assert from_artifact == from_logdir
+        if inputs == files:
+            # The barely trained model emits many labels: this compares no empty lines.
+            assert all(line.split("\t")[1] for line in from_logdir.splitlines())
+
+
+def test_bad_audio_input_is_one_line(
+    ctc_logdir: Path, wavs: tuple[list[str], str], tmp_path: Path
+) -> None:
+    artifact = tmp_path / "artifact"
+    args = ["export", "--logdir", str(ctc_logdir), "--format", "torch", "--out", str(artifact)]
+    assert run(args)[0] == 0
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio\n")
+    for inputs, message in (
+        ([str(tmp_path / "missing.wav")], "audio file not found"),
+        ([wavs[0][0], str(not_audio)], f"unreadable audio file {not_audio}"),
+        ([], "this model transcribes audio: pass --input a.wav"),
+    ):
+        code, out, err = run(["infer", "--artifact", str(artifact), "--input", *inputs])
+        assert code in (1, 2) and message in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err and not out
