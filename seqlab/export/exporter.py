@@ -40,6 +40,7 @@ from seqlab.export.programs import (
 from seqlab.export.speech_programs import (
     AUDIO_INPUTS,
     CTC_OUTPUTS,
+    FLOAT_IN_ONNX_INT8,
     CtcProgram,
     ctc_program_examples,
     sample_range,
@@ -229,7 +230,7 @@ def _save_program(
     else:
         _export_onnx(program, inputs, dynamic_shapes, input_names, output_names, path)
         if quantize == "int8":
-            quantize_onnx_int8(path, path)
+            quantize_onnx_int8(path, path, FLOAT_IN_ONNX_INT8)
 
 
 def _export_programs(

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from seqlab.cli import main
-from seqlab.data.audio_files import read_audio, write_wav
+from seqlab.data.audio_files import pad_waveforms, read_audio, write_wav
+from seqlab.export.artifact_predictor import ArtifactPredictor
+from seqlab.export.exporter import export_artifact
 
 pytestmark = pytest.mark.slow  # trains a tiny speech model and traces it three times
 
@@ -101,11 +103,31 @@ def test_bad_audio_input_is_one_line(
     assert run(args)[0] == 0
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("not audio\n")
+    # A lower limit than the program's (the manifest is not among the checksummed files).
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["limits"]["max_samples"] = 8000
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
     for inputs, message in (
         ([str(tmp_path / "missing.wav")], "audio file not found"),
         ([wavs[0][0], str(not_audio)], f"unreadable audio file {not_audio}"),
         ([], "this model transcribes audio: pass --input a.wav"),
+        ([wavs[1], wavs[0][0]], f"audio file {wavs[0][0]} is "),
     ):
         code, out, err = run(["infer", "--artifact", str(artifact), "--input", *inputs])
         assert code in (1, 2) and message in err, err
         assert err.count("\n") == 1 and "Traceback" not in err and not out
+
+
+def test_onnx_int8_keeps_the_front_end_float(
+    ctc_logdir: Path, wavs: tuple[list[str], str], tmp_path: Path
+) -> None:
+    """The best label of nearly every frame is fp32's (about half of them with the filterbank's
+    MatMul quantized too)."""
+    best = []
+    for format, quantize in (("torch", "none"), ("onnx", "int8")):
+        artifact = export_artifact(ctc_logdir, tmp_path / format, format, quantize)
+        predictor = ArtifactPredictor(artifact)
+        audio, paddings = pad_waveforms([read_audio(Path(p), 16000) for p in wavs[0]])
+        log_probs, frame_paddings = predictor.recognizer(audio, paddings)
+        best.append(log_probs.argmax(-1)[frame_paddings == 0])
+    assert (best[0] == best[1]).float().mean() > 0.9
