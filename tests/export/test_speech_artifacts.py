@@ -1,6 +1,7 @@
 """Conformer-CTC artifacts end to end: a 2-step run on the tiny flite corpus is exported, and
 ``seqlab infer --artifact`` prints the transcripts ``seqlab infer --logdir`` prints, with
-greedy and prefix beam search (torch) and greedy (ONNX); bad audio input is one line."""
+greedy and prefix beam search (torch) and greedy (ONNX); bad audio input is one line; LAS is
+refused in one line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from seqlab.data.audio_files import pad_waveforms, read_audio, write_wav
 from seqlab.export.artifact_predictor import ArtifactPredictor
 from seqlab.export.exporter import export_artifact
 
-pytestmark = pytest.mark.slow  # trains a tiny speech model and traces it three times
+pytestmark = pytest.mark.slow  # trains two tiny speech models and traces one five times
 
 
 def run(args: list[str]) -> tuple[int, str, str]:
@@ -26,11 +27,8 @@ def run(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope="module")
-def ctc_logdir(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    """conformer_ctc_tiny trained 2 steps (prefix beam search of 4, the model's decoder)."""
-    corpus = tiny_speech_corpus
-    logdir = tmp_path_factory.mktemp("ctc") / "run"
+def train(experiment: str, corpus: dict[str, Path], logdir: Path, sets: list[str]) -> Path:
+    """A 2-step run of a speech experiment on the tiny flite corpus, checkpointed at the end."""
     sets = [
         f"data.cache_dir={corpus['cache']}",
         f"data.train_path={corpus['train']}",
@@ -41,13 +39,20 @@ def ctc_logdir(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.Tem
         "trainer.decode_every_steps=0",
         "trainer.checkpoint_every_steps=2",
         "trainer.num_threads=1",
-        "task.decoder=beam",
-        "task.beam_size=4",
+        *sets,
     ]
-    args = ["train", "--experiment", "asr.flite_bible.conformer_ctc_tiny", "--logdir", str(logdir)]
+    args = ["train", "--experiment", experiment, "--logdir", str(logdir)]
     code, _, err = run(args + [a for s in sets for a in ("--set", s)])
     assert code == 0, err
     return logdir
+
+
+@pytest.fixture(scope="module")
+def ctc_logdir(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """conformer_ctc_tiny trained 2 steps (prefix beam search of 4, the model's decoder)."""
+    logdir = tmp_path_factory.mktemp("ctc") / "run"
+    sets = ["task.decoder=beam", "task.beam_size=4"]
+    return train("asr.flite_bible.conformer_ctc_tiny", tiny_speech_corpus, logdir, sets)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,14 @@ def test_onnx_int8_keeps_the_front_end_float(
         log_probs, frame_paddings = predictor.recognizer(audio, paddings)
         best.append(log_probs.argmax(-1)[frame_paddings == 0])
     assert (best[0] == best[1]).float().mean() > 0.9
+
+
+def test_las_is_refused_in_one_line(tiny_speech_corpus: dict[str, Path], tmp_path: Path) -> None:
+    logdir = train("asr.flite_bible.las_tiny", tiny_speech_corpus, tmp_path / "run", [])
+    for format in ("torch", "onnx"):
+        out = tmp_path / format
+        args = ["export", "--logdir", str(logdir), "--format", format, "--out", str(out)]
+        code, _, err = run(args)
+        assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+        assert "cannot export ListenAttendSpell (its bidirectional LSTM encoder" in err
+        assert not out.exists()
