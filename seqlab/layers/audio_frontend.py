@@ -101,9 +101,10 @@ class LogMelFrontend(Layer):
             )
         if config.stack_frames < 1 or config.frame_stride < 1:
             raise ConfigError("LogMelFrontend.stack_frames and frame_stride must be >= 1")
-        self.register_buffer(
-            "window", torch.hann_window(self.frame_length, periodic=True), persistent=False
-        )
+        # Cloned: the periodic window is a view of a one-sample-longer one, and a constant
+        # that covers only part of its storage makes torch.export.save warn.
+        window = torch.hann_window(self.frame_length, periodic=True).clone()
+        self.register_buffer("window", window, persistent=False)
         self.register_buffer(
             "mel_weights",
             mel_filterbank(
