@@ -19,7 +19,7 @@ from seqlab.data.transcripts import labels_to_transcript
 from seqlab.decoding.beam_search import BeamSearch
 from seqlab.decoding.ctc import ctc_decode
 from seqlab.decoding.sampling import Sampler
-from seqlab.export.artifact import read_manifest
+from seqlab.export.artifact import ArtifactError, read_manifest
 from seqlab.export.exported_step_model import ExportedStepModel
 from seqlab.export.input_limits import (
     InputTooLargeError,
@@ -199,7 +199,10 @@ class ArtifactPredictor:
           InputTooLargeError: more than ``max_batch_size`` texts, or a text longer than
             ``max_input_tokens`` tokens.
           InputTextError: a text with a control character (tab is fine).
+          ArtifactError: a speech model's artifact (it transcribes audio files).
         """
+        if self.is_speech:
+            raise ArtifactError(f"{self.directory} holds a speech model: call transcribe(paths)")
         check_batch_size(len(texts), self.max_batch_size)
         check_plain_text(texts)
         if not texts:

@@ -14,6 +14,7 @@ import pytest
 
 from seqlab.cli import main
 from seqlab.data.audio_files import pad_waveforms, read_audio, write_wav
+from seqlab.export.artifact import ArtifactError
 from seqlab.export.artifact_predictor import ArtifactPredictor
 from seqlab.export.exporter import export_artifact
 
@@ -132,6 +133,8 @@ def test_onnx_int8_keeps_the_front_end_float(
     for format, quantize in (("torch", "none"), ("onnx", "int8")):
         artifact = export_artifact(ctc_logdir, tmp_path / format, format, quantize)
         predictor = ArtifactPredictor(artifact)
+        with pytest.raises(ArtifactError, match="holds a speech model: call transcribe"):
+            predictor.predict(["text"])
         audio, paddings = pad_waveforms([read_audio(Path(p), 16000) for p in wavs[0]])
         log_probs, frame_paddings = predictor.recognizer(audio, paddings)
         best.append(log_probs.argmax(-1)[frame_paddings == 0])
