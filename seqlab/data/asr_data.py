@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from seqlab.core.config import Config, Configurable, param
 from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
-from seqlab.data.audio_files import AudioError, read_audio
+from seqlab.data.audio_files import AudioError, pad_waveforms, read_audio
 from seqlab.data.audio_manifest import (
     Manifest,
     ManifestEntry,
@@ -330,19 +330,16 @@ def batch_from_waveforms(
     sample_rate: int,
 ) -> NestedMap:
     """Pads mono waveforms and label ids into the batch described in ``ASRData.collate``."""
-    num_samples = torch.tensor([len(w) for w in waveforms])
-    audio = torch.zeros(len(waveforms), int(num_samples.max()))
-    for row, samples in enumerate(waveforms):
-        audio[row, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+    audio, audio_paddings = pad_waveforms(waveforms)
     label_lengths = torch.tensor([len(x) for x in label_ids])
     max_labels = max(1, int(label_lengths.max()))
     tgt_ids = torch.full((len(label_ids), max_labels), PAD_ID, dtype=torch.long)
     for row, labels in enumerate(label_ids):
         tgt_ids[row, : len(labels)] = torch.tensor(labels, dtype=torch.long)
-    frames = float(num_samples.sum()) * FRAMES_PER_SECOND / sample_rate
+    frames = float(sum(len(w) for w in waveforms)) * FRAMES_PER_SECOND / sample_rate
     return NestedMap(
         audio=audio,
-        audio_paddings=lengths_to_paddings(num_samples, audio.shape[1]),
+        audio_paddings=audio_paddings,
         tgt_ids=tgt_ids,
         tgt_paddings=lengths_to_paddings(label_lengths, max_labels),
         tgt_text=list(texts),

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from seqlab.core.layer import lengths_to_paddings
 
 
 class AudioError(ValueError):
@@ -71,6 +74,18 @@ def read_audio(path: Path, sample_rate: int, resample: bool = True) -> np.ndarra
             )
         mono = resample_audio(mono, rate, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def pad_waveforms(
+    waveforms: list[np.ndarray], min_width: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mono waveforms -> (audio [B, N] float32, paddings [B, N], 1.0 = pad), N the longest
+    waveform's length (at least ``min_width``); padded samples are zero."""
+    num_samples = torch.tensor([len(w) for w in waveforms])
+    audio = torch.zeros(len(waveforms), max(int(num_samples.max()), min_width))
+    for row, samples in enumerate(waveforms):
+        audio[row, : len(samples)] = torch.from_numpy(np.asarray(samples, dtype=np.float32))
+    return audio, lengths_to_paddings(num_samples, audio.shape[1])
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:

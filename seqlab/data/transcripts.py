@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _NOT_WORD = re.compile(r"[^\w']+|_")
@@ -63,3 +67,14 @@ def spoken_form(text: str) -> str:
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = _DIGITS.sub(lambda m: f" {spell_out_number(int(m.group()))} ", text)
     return normalize_transcript(text.encode("ascii", "ignore").decode())
+
+
+def labels_to_transcript(tokenizer: SentencePieceTokenizer, ids: list[int]) -> str:
+    """A recognizer's output labels as text, single-spaced.
+
+    A char tokenizer trained on little text may have fewer tokens than output labels; labels
+    past it never occur in training targets and are dropped. CTC may emit two word boundaries
+    in a row; they show as one space.
+    """
+    size = tokenizer.vocab_size
+    return " ".join(tokenizer.decode([i for i in ids if i < size]).split())

@@ -133,3 +133,20 @@ def ctc_beam_decode(
         ctc_prefix_beam_search(row[:length], beam_size, blank, labels_per_frame)[0][0]
         for row, length in zip(log_probs, lengths, strict=True)
     ]
+
+
+def ctc_decode(
+    log_probs: torch.Tensor,
+    paddings: torch.Tensor,
+    decoder: str,
+    beam_size: int = 8,
+    blank: int = 0,
+    labels_per_frame: int = 0,
+) -> list[list[int]]:
+    """``decoder`` "greedy" (best path) or "beam" (prefix beam search) over [B, T, V]
+    log-probs with paddings [B, T]; the best labels of each row."""
+    if decoder == "greedy":
+        return ctc_greedy_decode(log_probs, paddings, blank)
+    if decoder == "beam":
+        return ctc_beam_decode(log_probs, paddings, beam_size, blank, labels_per_frame)
+    raise ValueError(f"CTC decoder {decoder!r}; expected greedy or beam")

@@ -3,8 +3,9 @@
 An artifact is a directory::
 
     manifest.json        what the files are, their sha256, model dims, token ids, limits
-    encoder.<ext>        the encoder program (.pt2 = torch.export, .onnx = ONNX; not for LMs)
-    decoder_step.<ext>   the single decoder step program
+    encoder.<ext>        the encoder program (.pt2 = torch.export, .onnx = ONNX; not for LMs;
+                         Conformer-CTC: the whole model, audio to per-frame CTC log-probs)
+    decoder_step.<ext>   the single decoder step program (not for Conformer-CTC)
     ctranslate2/         (ctranslate2 format, instead of the programs) the CTranslate2 model
     spm.model            the SentencePiece tokenizer
     config.json          the full experiment config the model was trained with

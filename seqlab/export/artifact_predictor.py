@@ -1,8 +1,8 @@
 """Decode with an exported artifact: no experiment registry, no training code.
 
-Imports only the tokenizer, the beam search, the sampler and the program runners (or the
-ctranslate2 package), so a serving process needs the artifact directory and the seqlab
-package, nothing from the run that trained it.
+Imports only the tokenizer, the beam search, the sampler, the audio reader, the CTC search
+and the program runners (or the ctranslate2 package), so a serving process needs the
+artifact directory and the seqlab package, nothing from the run that trained it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from typing import Any
 import torch
 
 from seqlab.core.layer import lengths_to_paddings
+from seqlab.data.audio_files import pad_waveforms, read_audio
 from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from seqlab.data.transcripts import labels_to_transcript
 from seqlab.decoding.beam_search import BeamSearch
+from seqlab.decoding.ctc import ctc_decode
 from seqlab.decoding.sampling import Sampler
-from seqlab.export.artifact import read_manifest
+from seqlab.export.artifact import ArtifactError, read_manifest
 from seqlab.export.exported_step_model import ExportedStepModel
 from seqlab.export.input_limits import (
     InputTooLargeError,
@@ -25,7 +28,7 @@ from seqlab.export.input_limits import (
     check_input_lengths,
 )
 from seqlab.export.input_text import check_plain_text
-from seqlab.export.model_families import LANGUAGE_MODEL
+from seqlab.export.model_families import LANGUAGE_MODEL, SPEECH_CTC
 from seqlab.export.program_runners import CPU, load_program
 
 
@@ -34,12 +37,11 @@ class ArtifactPredictor:
 
     Translation models (torch and onnx artifacts) decode with seqlab's own batched beam search
     over the exported encoder and decoder-step programs; language models continue prompts with
-    seqlab's sampler over the step program; ctranslate2 artifacts translate with CTranslate2's
-    own search. The decoding settings are those the model was trained with (from the
-    manifest) unless overridden.
+    seqlab's sampler over the step program; speech models (Conformer-CTC) transcribe audio
+    files with seqlab's CTC search over the program's per-frame log-probs; ctranslate2
+    artifacts translate with CTranslate2's own search. The decoding settings are those the
+    model was trained with (from the manifest) unless overridden.
     """
-
-    is_speech = False  # artifacts hold text models
 
     def __init__(
         self,
@@ -80,11 +82,21 @@ class ArtifactPredictor:
         model = manifest["model"]
         limits = manifest["limits"]
         self.kind = model.get("kind")
+        self.is_speech = self.kind == SPEECH_CTC
         self.max_batch_size = max_batch_size or limits["max_batch_size"]
-        self.max_input_tokens = max_input_tokens or limits["max_input_tokens"]
         self.tokenizer = SentencePieceTokenizer.load(
             SentencePieceTokenizer.Config(), self.directory / manifest["tokenizer"]
         )
+        # onnxruntime takes and returns host tensors, whichever device it runs on.
+        self.tensor_device = device if manifest["format"] == "torch" else CPU
+        if self.is_speech:
+            self.sample_rate = int(model["sample_rate"])
+            self.blank_id = int(model["blank_id"])
+            self.ctc_search = manifest["ctc_search"]
+            self.min_samples, self.max_samples = limits["min_samples"], limits["max_samples"]
+            self.recognizer = load_program(self.directory, manifest, "encoder", num_threads, device)
+            return
+        self.max_input_tokens = max_input_tokens or limits["max_input_tokens"]
         self.start_id = int(model["start_id"])
         self.eos_id = int(model["eos_id"])
         self.pad_id = int(model["pad_id"])
@@ -105,8 +117,6 @@ class ArtifactPredictor:
             processor = self.tokenizer.processor
             self.pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
             return
-        # onnxruntime takes and returns host tensors, whichever device it runs on.
-        tensor_device = device if manifest["format"] == "torch" else CPU
         state = manifest["state"]
         programs = manifest["programs"]
         self.max_steps = state.get("max_steps")
@@ -120,7 +130,7 @@ class ArtifactPredictor:
                 else None
             ),
             initial_shapes=state.get("initial_shapes"),
-            device=tensor_device,
+            device=self.tensor_device,
         )
 
     @torch.no_grad()
@@ -189,7 +199,10 @@ class ArtifactPredictor:
           InputTooLargeError: more than ``max_batch_size`` texts, or a text longer than
             ``max_input_tokens`` tokens.
           InputTextError: a text with a control character (tab is fine).
+          ArtifactError: a speech model's artifact (it transcribes audio files).
         """
+        if self.is_speech:
+            raise ArtifactError(f"{self.directory} holds a speech model: call transcribe(paths)")
         check_batch_size(len(texts), self.max_batch_size)
         check_plain_text(texts)
         if not texts:
@@ -203,6 +216,44 @@ class ArtifactPredictor:
                 add_eos_within_limit(ids, self.eos_id, self.max_input_tokens)
             )
         return [self.tokenizer.decode(out) for out in outputs]
+
+    @torch.no_grad()
+    def transcribe(self, audio_paths: list[Path]) -> list[str]:
+        """A speech model's transcripts of audio files (WAV, FLAC, ...; resampled to the
+        model's rate), searched as the model was trained to decode (greedy or prefix beam).
+
+        Raises:
+          InputTooLargeError: more than ``max_batch_size`` files, or a file longer than the
+            program accepts.
+          AudioError: naming a missing, unreadable or empty file.
+        """
+        check_batch_size(len(audio_paths), self.max_batch_size)
+        if not audio_paths:
+            return []
+        rate = self.sample_rate
+        waveforms = [read_audio(Path(p), rate, resample=True) for p in audio_paths]
+        for index, (path, samples) in enumerate(zip(audio_paths, waveforms, strict=True)):
+            if self.max_samples is not None and len(samples) > self.max_samples:
+                raise InputTooLargeError(
+                    f"audio file {path} is {len(samples) / rate:.1f} s long; this artifact "
+                    f"takes at most {self.max_samples / rate:.1f} s",
+                    index,
+                )
+        # A batch narrower than the program's fewest samples is padded to them (padding is
+        # masked); otherwise the longest file is unpadded, as in ``seqlab infer --logdir``.
+        audio, paddings = pad_waveforms(waveforms, self.min_samples)
+        device = self.tensor_device
+        log_probs, frame_paddings = self.recognizer(audio.to(device), paddings.to(device))
+        search = self.ctc_search
+        ids = ctc_decode(
+            log_probs.float(),
+            frame_paddings,
+            search["decoder"],
+            search["beam_size"],
+            self.blank_id,
+            search["labels_per_frame"],
+        )
+        return [labels_to_transcript(self.tokenizer, row) for row in ids]
 
     def describe(self) -> dict[str, Any]:
         """Format, quantization and origin of the loaded artifact (for logs)."""

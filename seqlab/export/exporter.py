@@ -21,7 +21,13 @@ from torch.export.passes import move_to_device_pass
 
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqlab.export.artifact import FORMATS, PROGRAM_SUFFIX, ArtifactError, write_manifest
-from seqlab.export.model_families import LANGUAGE_MODEL, ModelFamily, family_of
+from seqlab.export.model_families import (
+    LANGUAGE_MODEL,
+    SPEECH_CTC,
+    TRANSLATION,
+    ModelFamily,
+    family_of,
+)
 from seqlab.export.predictor import Predictor
 from seqlab.export.programs import (
     ENCODER_INPUTS,
@@ -30,6 +36,14 @@ from seqlab.export.programs import (
     check_encoder_traceable,
     max_positions,
     program_examples,
+)
+from seqlab.export.speech_programs import (
+    AUDIO_INPUTS,
+    CTC_OUTPUTS,
+    FLOAT_IN_ONNX_INT8,
+    CtcProgram,
+    ctc_program_examples,
+    sample_range,
 )
 from seqlab.quant.ptq import (
     check_int8_device,
@@ -90,37 +104,39 @@ def export_artifact(
     task = context.task
     architecture = type(task).__name__
     family = family_of(architecture, format)
-    if format != "ctranslate2" and family.kind != LANGUAGE_MODEL:
+    if format != "ctranslate2" and family.kind == TRANSLATION:
         check_encoder_traceable(task)
     task.eval()
-    limit = max_positions(task)
-    is_lm = family.kind == LANGUAGE_MODEL
     manifest: dict[str, Any] = {
         "format": format,
         "quantize": quantize,
         "tokenizer": "spm.model",
         "config": "config.json",
-        "model": {
-            "architecture": architecture,
-            "kind": family.kind,
-            "vocab_size": task.config.embedding.vocab_size,
-            "max_positions": limit,
-            "start_id": BOS_ID if is_lm else task.config.start_id,
-            "eos_id": EOS_ID,
-            "pad_id": PAD_ID,
-        },
-        "limits": {"max_batch_size": max_batch_size, "max_input_tokens": max_input_tokens},
+        "model": {"architecture": architecture, "kind": family.kind},
+        "limits": {"max_batch_size": max_batch_size},
         "source": {
             "logdir": str(Path(logdir).resolve()),
             "experiment": context.config.name,
             "checkpoint": str(predictor.checkpoint_path),
         },
     }
-    if is_lm:
-        manifest["sampler"] = task.config.sampler.to_dict()
+    if family.kind == SPEECH_CTC:
+        c = task.config
+        manifest["model"].update(
+            vocab_size=c.vocab_size, blank_id=PAD_ID, sample_rate=context.data.config.sample_rate
+        )
+        manifest["ctc_search"] = {
+            "decoder": c.decoder,
+            "beam_size": c.beam_size,
+            "labels_per_frame": c.labels_per_frame,
+        }
     else:
-        manifest["beam_search"] = task.config.beam_search.to_dict()
-        manifest["model"]["max_output_tokens"] = min(task.max_output_length(), limit - 1)
+        manifest["model"].update(_text_model_section(task, family))
+        manifest["limits"]["max_input_tokens"] = max_input_tokens
+        if family.kind == LANGUAGE_MODEL:
+            manifest["sampler"] = task.config.sampler.to_dict()
+        else:
+            manifest["beam_search"] = task.config.beam_search.to_dict()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -131,6 +147,9 @@ def export_artifact(
             manifest["ctranslate2"] = convert_to_ctranslate2(
                 task, context.data.tokenizer, tmp / "ctranslate2", quantize
             )
+        elif family.kind == SPEECH_CTC:
+            manifest["programs"], (fewest, most) = _export_ctc_program(task, format, quantize, tmp)
+            manifest["limits"].update(min_samples=fewest, max_samples=most)
         else:
             manifest.update(_export_programs(task, family, format, quantize, tmp))
             if format == "torch" and quantize == "int8":
@@ -149,6 +168,71 @@ def export_artifact(
     return out
 
 
+def _text_model_section(task: torch.nn.Module, family: ModelFamily) -> dict[str, Any]:
+    """The manifest's model dims and token ids of a translation model or an LM."""
+    limit = max_positions(task)
+    is_lm = family.kind == LANGUAGE_MODEL
+    section = {
+        "vocab_size": task.config.embedding.vocab_size,
+        "max_positions": limit,
+        "start_id": BOS_ID if is_lm else task.config.start_id,
+        "eos_id": EOS_ID,
+        "pad_id": PAD_ID,
+    }
+    if not is_lm:
+        section["max_output_tokens"] = min(task.max_output_length(), limit - 1)
+    return section
+
+
+def _prepared(task: torch.nn.Module, format: str, quantize: str) -> torch.nn.Module:
+    """The task as the format exports it: torchao int8 (torch), QAT layers folded (onnx, which
+    onnxruntime quantizes after export: it quantizes MatMuls with constant weights)."""
+    if quantize != "int8":
+        return task
+    return quantize_int8(task, exportable=True) if format == "torch" else folded_copy(task)
+
+
+def _export_ctc_program(
+    task: torch.nn.Module, format: str, quantize: str, directory: Path
+) -> tuple[dict[str, Any], tuple[int, int | None]]:
+    """Writes a speech model's audio -> CTC log-probs program; returns its ``programs``
+    manifest section and the fewest and most samples per row it accepts."""
+    program = CtcProgram(_prepared(task, format, quantize)).eval()
+    inputs, dims = ctc_program_examples(task)
+    path = directory / f"encoder{PROGRAM_SUFFIX[format]}"
+    with torch.no_grad():
+        # Exported first for ONNX too: the samples' range is read from torch.export's program.
+        exported = torch.export.export(
+            program, inputs, dynamic_shapes=dict(zip(AUDIO_INPUTS, dims, strict=True))
+        )
+        _save_program(exported, inputs, None, format, quantize, AUDIO_INPUTS, CTC_OUTPUTS, path)
+    entry = {"file": path.name, "inputs": list(AUDIO_INPUTS), "outputs": list(CTC_OUTPUTS)}
+    return {"encoder": entry}, sample_range(exported)
+
+
+def _save_program(
+    program: torch.nn.Module | torch.export.ExportedProgram,
+    inputs: tuple[torch.Tensor, ...],
+    dynamic_shapes: dict[str, Any] | None,
+    format: str,
+    quantize: str,
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    path: Path,
+) -> None:
+    """Exports ``program`` (a module, or a program torch.export made) to ``path``."""
+    if format == "torch":
+        exported = program
+        if not isinstance(exported, torch.export.ExportedProgram):
+            exported = torch.export.export(program, inputs, dynamic_shapes=dynamic_shapes)
+        # Traced on any device, saved for the CPU: the predictor moves it where asked.
+        torch.export.save(move_to_device_pass(exported, "cpu"), path)
+    else:
+        _export_onnx(program, inputs, dynamic_shapes, input_names, output_names, path)
+        if quantize == "int8":
+            quantize_onnx_int8(path, path, FLOAT_IN_ONNX_INT8)
+
+
 def _export_programs(
     task: torch.nn.Module,
     family: ModelFamily,
@@ -158,9 +242,7 @@ def _export_programs(
 ) -> dict[str, Any]:
     """Writes the encoder and decoder-step programs; returns their manifest sections
     (``programs`` and ``state``)."""
-    if quantize == "int8":
-        # onnxruntime quantizes MatMuls with constant weights: fold QAT layers first.
-        task = quantize_int8(task, exportable=True) if format == "torch" else folded_copy(task)
+    task = _prepared(task, format, quantize)
     examples = program_examples(task, family)
     layout = examples.layout
     step_inputs = ("ids", *layout.carried, *layout.constants)
@@ -187,14 +269,9 @@ def _export_programs(
         program.eval()
         dynamic_shapes = _by_parameter(program, dims)
         with torch.no_grad():
-            if format == "torch":
-                exported = torch.export.export(program, inputs, dynamic_shapes=dynamic_shapes)
-                # Traced on any device, saved for the CPU: the predictor moves it where asked.
-                torch.export.save(move_to_device_pass(exported, "cpu"), path)
-            else:
-                _export_onnx(program, inputs, dynamic_shapes, input_names, output_names, path)
-                if quantize == "int8":
-                    quantize_onnx_int8(path, path)
+            _save_program(
+                program, inputs, dynamic_shapes, format, quantize, input_names, output_names, path
+            )
         entries[name] = {
             "file": path.name,
             "inputs": list(input_names),
@@ -220,9 +297,9 @@ def _check_zero_state(task: torch.nn.Module, state: tuple[torch.Tensor, ...]) ->
 
 
 def _export_onnx(
-    program: torch.nn.Module,
+    program: torch.nn.Module | torch.export.ExportedProgram,
     inputs: tuple[torch.Tensor, ...],
-    dynamic_shapes: dict[str, Any],
+    dynamic_shapes: dict[str, Any] | None,
     input_names: tuple[str, ...],
     output_names: tuple[str, ...],
     path: Path,

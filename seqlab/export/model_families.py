@@ -15,6 +15,7 @@ from seqlab.export.artifact import FORMATS, ArtifactError
 
 TRANSLATION = "translation"
 LANGUAGE_MODEL = "language_model"
+SPEECH_CTC = "speech_ctc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +23,9 @@ class ModelFamily:
     """How one task class is exported."""
 
     kind: str
-    """``translation`` (encoder program, beam search) or ``language_model`` (no encoder,
-    sampled continuations of a prompt)."""
+    """``translation`` (encoder program, beam search), ``language_model`` (no encoder,
+    sampled continuations of a prompt) or ``speech_ctc`` (one program from audio samples to
+    per-frame CTC log-probs, searched in the predictor)."""
     constants: tuple[str, ...]
     """Top-level state keys the encoder program computes once; the rest is carried."""
     growing_caches: bool
@@ -41,6 +43,7 @@ FAMILIES: dict[str, ModelFamily] = {
     "RNMTPlusMT": ModelFamily(TRANSLATION, ("source",), False, ("torch", "onnx")),
     "TransformerLM": ModelFamily(LANGUAGE_MODEL, (), True, ("torch", "onnx")),
     "LSTMLM": ModelFamily(LANGUAGE_MODEL, (), False, ("torch", "onnx")),
+    "ConformerCtc": ModelFamily(SPEECH_CTC, (), False, ("torch", "onnx")),
 }
 
 # Why a format cannot express a family, for the refusal (docs/export.md has the table).
@@ -48,12 +51,11 @@ WHY_NOT: dict[tuple[str, str], str] = {
     ("RNMTPlusMT", "ctranslate2"): "CTranslate2 has no RNMT+ decoder",
     ("TransformerLM", "ctranslate2"): "seqlab converts only TransformerMT to CTranslate2",
     ("LSTMLM", "ctranslate2"): "CTranslate2 has no LSTM models",
+    ("ConformerCtc", "ctranslate2"): "CTranslate2 has no Conformer-CTC models",
 }
 NOT_EXPORTED: dict[str, str] = {
-    "ConformerCtc": "speech artifacts would need the audio front end and CTC search in "
-    "the artifact's predictor",
-    "ListenAttendSpell": "speech artifacts would need the audio front end in the "
-    "artifact's predictor",
+    "ListenAttendSpell": "its bidirectional LSTM encoder steps through the frames in a "
+    "Python loop, which torch.export and ONNX trace at one fixed length",
     "MultiTaskModel": "an artifact holds one task",
 }
 

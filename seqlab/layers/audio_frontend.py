@@ -101,9 +101,10 @@ class LogMelFrontend(Layer):
             )
         if config.stack_frames < 1 or config.frame_stride < 1:
             raise ConfigError("LogMelFrontend.stack_frames and frame_stride must be >= 1")
-        self.register_buffer(
-            "window", torch.hann_window(self.frame_length, periodic=True), persistent=False
-        )
+        # Cloned: the periodic window is a view of a one-sample-longer one, and a constant
+        # that covers only part of its storage makes torch.export.save warn.
+        window = torch.hann_window(self.frame_length, periodic=True).clone()
+        self.register_buffer("window", window, persistent=False)
         self.register_buffer(
             "mel_weights",
             mel_filterbank(
@@ -170,7 +171,11 @@ class LogMelFrontend(Layer):
         mel = torch.matmul(power, self.mel_weights)
         features = torch.log(torch.clamp(mel, min=c.log_floor))
         lengths = self.num_frames(num_samples)
-        features = features[:, : max(int(lengths.max()), 1)]
+        if not torch.compiler.is_exporting():
+            # Drops frames past the longest utterance: a no-op when the batch's longest row is
+            # unpadded, as an exported program's inputs are (the trim length is a value, which
+            # torch.export cannot make a shape).
+            features = features[:, : max(int(lengths.max()), 1)]
         frame_paddings = lengths_to_paddings(lengths, features.shape[1])
         features = self._normalize(features, frame_paddings)
         features = apply_paddings(features, frame_paddings)

@@ -131,16 +131,23 @@ def import_torchao() -> None:
             logger.setLevel(level)
 
 
-def quantize_onnx_int8(source: Path, destination: Path) -> None:
+def quantize_onnx_int8(source: Path, destination: Path, keep_float: tuple[str, ...] = ()) -> None:
     """Dynamic int8 quantization of an ONNX program's MatMul weights (onnxruntime's tool).
 
-    ``destination`` may equal ``source``.
+    ``destination`` may equal ``source``. Nodes that read a constant whose name starts with
+    one of ``keep_float`` (module paths, e.g. ``task.frontend.``) stay float.
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    excluded = []
+    if keep_float:
+        graph = onnx.load(str(source)).graph
+        names = {init.name for init in graph.initializer if init.name.startswith(keep_float)}
+        excluded = [node.name for node in graph.node if names.intersection(node.input)]
     tmp = destination.with_name(f".{destination.name}.int8-tmp")
     try:
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8)
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)

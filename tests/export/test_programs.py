@@ -121,7 +121,8 @@ def test_an_lstm_encoder_is_refused_in_one_line() -> None:
             r"--format ctranslate2 cannot express RNMTPlusMT .* torch or onnx",
         ),
         ("LSTMLM", "ctranslate2", r"CTranslate2 has no LSTM models"),
-        ("ConformerCtc", "torch", r"cannot export ConformerCtc \(speech"),
+        ("ConformerCtc", "ctranslate2", r"CTranslate2 has no Conformer-CTC models"),
+        ("ListenAttendSpell", "torch", r"cannot export ListenAttendSpell \(its bidirectional LSTM"),
         ("MultiTaskModel", "onnx", r"one task"),
     ],
 )

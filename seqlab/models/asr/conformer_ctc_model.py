@@ -19,7 +19,7 @@ from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import apply_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import PAD_ID
-from seqlab.decoding.ctc import ctc_beam_decode, ctc_greedy_decode
+from seqlab.decoding.ctc import ctc_decode
 from seqlab.layers.conformer import ConformerEncoder
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import SinusoidalPositions
@@ -119,18 +119,17 @@ class ConformerCtc(SpeechTask):
         return loss, metrics
 
     # ---- decoding and metrics -----------------------------------------------------------------
+    def frame_log_probs(
+        self, audio: torch.Tensor, audio_paddings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N] samples, [B, N] paddings -> ([B, T, V] float32 log-probs per frame, [B, T]
+        paddings): what decoding searches (and what an exported artifact computes)."""
+        encoded, paddings = self.encode(audio, audio_paddings)
+        return torch.log_softmax(self.output_proj(encoded).float(), dim=-1), paddings
+
     def decode(self, batch: NestedMap) -> NestedMap:
         """Returns NestedMap(ids: B label lists)."""
-        predictions = self.compute_predictions(batch)
-        log_probs = torch.log_softmax(predictions.logits.float(), dim=-1)
-        if self.config.decoder == "greedy":
-            ids = ctc_greedy_decode(log_probs, predictions.paddings, BLANK_ID)
-        else:
-            ids = ctc_beam_decode(
-                log_probs,
-                predictions.paddings,
-                self.config.beam_size,
-                BLANK_ID,
-                self.config.labels_per_frame,
-            )
+        log_probs, paddings = self.frame_log_probs(batch.audio, batch.audio_paddings)
+        c = self.config
+        ids = ctc_decode(log_probs, paddings, c.decoder, c.beam_size, BLANK_ID, c.labels_per_frame)
         return NestedMap(ids=ids)

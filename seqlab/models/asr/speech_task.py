@@ -15,6 +15,7 @@ import torch
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
+from seqlab.data.transcripts import labels_to_transcript
 from seqlab.layers.audio_frontend import LogMelFrontend
 from seqlab.layers.conv_subsampling import ConvSubsampling
 from seqlab.layers.spec_augment import SpecAugment
@@ -74,14 +75,10 @@ class SpeechTask(Task):
     def process_decode_out(self, batch: NestedMap, decode_out: NestedMap) -> list[dict[str, Any]]:
         """One ``{id, hypothesis, reference}`` per utterance (``decode_out.ids``: label lists)."""
         tokenizer = self.data.tokenizer
-        # A char tokenizer trained on little text may have fewer tokens than output labels;
-        # labels past it never occur in training targets and are dropped.
-        size = tokenizer.vocab_size
         return [
             {
                 "id": utterance_id,
-                # CTC may emit two word boundaries in a row; show one space.
-                "hypothesis": " ".join(tokenizer.decode([i for i in ids if i < size]).split()),
+                "hypothesis": labels_to_transcript(tokenizer, ids),
                 "reference": reference,
             }
             for utterance_id, reference, ids in zip(
