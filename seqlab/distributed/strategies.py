@@ -1,5 +1,6 @@
-"""The parallelism strategies of a torchrun job: DDP (a full replica per process) and FSDP2
-(parameters, gradients and optimizer state sharded), with sharded checkpoints (DCP).
+"""The data-parallel strategies of a torchrun job: DDP (a full replica per process) and FSDP2
+(parameters, gradients and optimizer state sharded), with sharded checkpoints (DCP); the
+tensor-parallel strategy (seqlab.distributed.tensor_parallel) builds on them.
 
 Every rank runs the same loop over the same global batch stream and trains on its slice of
 each global batch (seqlab.data.data_sharding). Rank 0 alone writes config files, summaries,
