@@ -80,7 +80,9 @@ class _FusedColwiseParallel(ParallelStyle):
 
 def check_tensor_parallel(task: Config, degree: int) -> None:
     """Refuses, in one line naming the key, a model that ``degree`` ranks cannot split: heads
-    or feed-forward widths not divisible by the degree, attention with relative positions."""
+    or feed-forward widths not divisible by the degree, attention positions with weights
+    (Shaw's embeddings and T5's biases take gradients from every head; rotary positions have
+    none and work on each head alone)."""
     for key, node in _config_nodes(task, "task"):
         if isinstance(node, MultiHeadAttention.Config):
             if node.num_heads % degree:
@@ -89,10 +91,12 @@ def check_tensor_parallel(task: Config, degree: int) -> None:
                     f"is not divisible by the tensor-parallel degree {degree} (the number of "
                     f"processes)"
                 )
-            if node.relative_positions is not None:
+            positions = node.relative_positions
+            if positions is not None and any(True for _ in positions.build().parameters()):
                 raise ConfigError(
-                    f"trainer.distributed.strategy=tensor does not split relative positions "
-                    f"({key}.relative_positions); use ddp or fsdp"
+                    f"trainer.distributed.strategy=tensor does not split attention positions "
+                    f"with weights ({key}.relative_positions: {type(positions).__qualname__}); "
+                    f"use rotary positions, or strategy ddp or fsdp"
                 )
         if isinstance(node, FeedForward.Config) and node.hidden_dim % degree:
             raise ConfigError(
