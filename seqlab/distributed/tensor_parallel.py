@@ -5,8 +5,10 @@ Each ``MultiHeadAttention`` projects queries and keys/values column-wise (each r
 its own heads) and its output row-wise (partial sums all-reduced); each ``FeedForward``
 splits its first layer column-wise and its second row-wise. So a layer all-reduces twice in
 forward and twice in backward, and each rank holds 1/degree of those weights and of their
-optimizer state. Embeddings, norms and the output projection stay replicated: every rank
-computes them whole, on the same batch, and gets the same gradients for them.
+optimizer state. The token embedding, output projection and cross entropy of TransformerMT
+and TransformerLM are split by vocabulary (seqlab.distributed.vocab_parallel). Norms and
+positions stay replicated: every rank computes them whole, on the same batch, and gets the
+same gradients for them.
 
 The layers know nothing of this: ``torch.distributed.tensor.parallel.parallelize_module``
 turns their weights into DTensor shards from outside, and an attention's ``num_heads`` is set
@@ -35,9 +37,12 @@ from torch.distributed.tensor.placement_types import _StridedShard
 
 from seqlab.core.config import Config, ConfigError
 from seqlab.distributed.strategies import GatheredReplicaEvaluation
+from seqlab.distributed.vocab_parallel import split_vocabulary
 from seqlab.layers.attention import MultiHeadAttention
 from seqlab.layers.feed_forward import FeedForward
 from seqlab.models.base import Task
+from seqlab.models.lm.transformer_lm import TransformerLM
+from seqlab.models.mt.transformer_model import TransformerMT
 from seqlab.train.parallelism import TrainingForward
 from seqlab.train.parallelism_config import ParallelismConfig
 from seqlab.train.world import World
@@ -83,6 +88,12 @@ def check_tensor_parallel(task: Config, degree: int) -> None:
     or feed-forward widths not divisible by the degree, attention positions with weights
     (Shaw's embeddings and T5's biases take gradients from every head; rotary positions have
     none and work on each head alone)."""
+    vocab_size = task.embedding.vocab_size if _splits_vocabulary(task) else 0
+    if vocab_size % degree:
+        raise ConfigError(
+            f"trainer.distributed.strategy=tensor: task.embedding.vocab_size={vocab_size} is "
+            f"not divisible by the tensor-parallel degree {degree} (the number of processes)"
+        )
     for key, node in _config_nodes(task, "task"):
         if isinstance(node, MultiHeadAttention.Config):
             if node.num_heads % degree:
@@ -119,9 +130,20 @@ def _config_nodes(node: Any, key: str) -> list[tuple[str, Config]]:
     return found
 
 
+def _splits_vocabulary(task: Any) -> bool:
+    """Whether ``task`` (a model or its config) is one whose logits come from its shared
+    token embedding and feed only its loss, so that both can be split by vocabulary."""
+    return isinstance(
+        task, TransformerMT | TransformerMT.Config | TransformerLM | TransformerLM.Config
+    )
+
+
 def parallelize_task(task: Task, mesh: DeviceMesh) -> None:
-    """Splits every attention and feed-forward block of ``task`` over ``mesh`` in place."""
+    """Splits every attention and feed-forward block of ``task`` over ``mesh``, and its
+    embedding, output projection and loss by vocabulary where they allow it; in place."""
     degree = mesh.size()
+    if _splits_vocabulary(task):
+        split_vocabulary(task.embedding, task.loss, mesh)
     for module in task.modules():
         if isinstance(module, MultiHeadAttention):
             plan = {

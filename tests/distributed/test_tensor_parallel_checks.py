@@ -14,9 +14,13 @@ from seqlab.layers.attention_positions import (
 )
 
 
-def test_heads_and_widths_must_divide_by_the_degree() -> None:
-    task = transformer_tiny().task  # 2 heads, feed-forward width 128
+def test_heads_widths_and_vocabulary_must_divide_by_the_degree() -> None:
+    task = transformer_tiny().task  # 2 heads, feed-forward width 128, 1000 pieces
     check_tensor_parallel(task, 2)
+    task.embedding.vocab_size = 1001
+    with pytest.raises(ConfigError, match=r"task\.embedding\.vocab_size=1001 is not divisible"):
+        check_tensor_parallel(task, 2)
+    task.embedding.vocab_size = 1000
     with pytest.raises(ConfigError, match=r"task\.encoder\.layer\.self_attention\.num_heads=2 "):
         check_tensor_parallel(task, 4)
     task.decoder.layer.ffn.hidden_dim = 129
