@@ -1,5 +1,6 @@
-"""Strategy ``tensor``: Megatron-style tensor parallelism over a 1-D ``DeviceMesh`` of every
-process of the job (the degree is the world size).
+"""Strategy ``tensor``: Megatron-style tensor parallelism over the ``tensor`` dimension of a
+(data x tensor) ``DeviceMesh``: ``trainer.distributed.tensor_degree`` processes split each
+layer (all of them by default), and the groups of them train on different examples.
 
 Each ``MultiHeadAttention`` projects queries and keys/values column-wise (each rank computes
 its own heads) and its output row-wise (partial sums all-reduced); each ``FeedForward``
@@ -17,12 +18,14 @@ to its local head count, as torchtitan does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
@@ -36,6 +39,7 @@ from torch.distributed.tensor.parallel import (
 from torch.distributed.tensor.placement_types import _StridedShard
 
 from seqlab.core.config import Config, ConfigError
+from seqlab.data.data_sharding import shard_indices
 from seqlab.distributed.strategies import GatheredReplicaEvaluation
 from seqlab.distributed.vocab_parallel import split_vocabulary
 from seqlab.layers.attention import MultiHeadAttention
@@ -90,18 +94,11 @@ def check_tensor_parallel(task: Config, degree: int) -> None:
     none and work on each head alone)."""
     vocab_size = task.embedding.vocab_size if _splits_vocabulary(task) else 0
     if vocab_size % degree:
-        raise ConfigError(
-            f"trainer.distributed.strategy=tensor: task.embedding.vocab_size={vocab_size} is "
-            f"not divisible by the tensor-parallel degree {degree} (the number of processes)"
-        )
+        raise _indivisible("task.embedding.vocab_size", vocab_size, degree)
     for key, node in _config_nodes(task, "task"):
         if isinstance(node, MultiHeadAttention.Config):
             if node.num_heads % degree:
-                raise ConfigError(
-                    f"trainer.distributed.strategy=tensor: {key}.num_heads={node.num_heads} "
-                    f"is not divisible by the tensor-parallel degree {degree} (the number of "
-                    f"processes)"
-                )
+                raise _indivisible(f"{key}.num_heads", node.num_heads, degree)
             positions = node.relative_positions
             if positions is not None and any(True for _ in positions.build().parameters()):
                 raise ConfigError(
@@ -110,10 +107,15 @@ def check_tensor_parallel(task: Config, degree: int) -> None:
                     f"use rotary positions, or strategy ddp or fsdp"
                 )
         if isinstance(node, FeedForward.Config) and node.hidden_dim % degree:
-            raise ConfigError(
-                f"trainer.distributed.strategy=tensor: {key}.hidden_dim={node.hidden_dim} is "
-                f"not divisible by the tensor-parallel degree {degree} (the number of processes)"
-            )
+            raise _indivisible(f"{key}.hidden_dim", node.hidden_dim, degree)
+
+
+def _indivisible(key: str, value: int, degree: int) -> ConfigError:
+    return ConfigError(
+        f"trainer.distributed.strategy=tensor: {key}={value} is not divisible by the "
+        f"tensor-parallel degree {degree} (trainer.distributed.tensor_degree, by default the "
+        f"number of processes)"
+    )
 
 
 def _config_nodes(node: Any, key: str) -> list[tuple[str, Config]]:
@@ -171,23 +173,28 @@ def _map_tensors(tree: Any, fn: Any) -> Any:
 
 
 class TensorParallel(GatheredReplicaEvaluation):
-    """Strategy ``tensor``: every rank trains on the whole global batch with its share of the
-    attention heads and feed-forward width."""
+    """Strategy ``tensor``: the ranks form a (data x tensor) mesh. The ranks of a tensor
+    group (consecutive ranks, ``tensor_degree`` of them) split each layer and train on the
+    same examples; the groups split each global batch as DDP's ranks do, and average their
+    gradients after the last micro-batch."""
 
     name = "tensor"
 
     def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
         super().__init__(config, world, device)
-        self.mesh = init_device_mesh(device.type, (world.world_size,))
+        degree = config.tensor_degree or world.world_size
+        shape = (world.world_size // degree, degree)
+        mesh = init_device_mesh(device.type, shape, mesh_dim_names=("data", "tensor"))
+        self.mesh, self.data_mesh = mesh["tensor"], mesh["data"]
         self._foreach: list[bool | None] | None = None  # the optimizer's, as configured
 
     @property
     def data_parallel_size(self) -> int:
-        return 1
+        return self.data_mesh.size()
 
     @property
     def data_parallel_rank(self) -> int:
-        return 0
+        return self.data_mesh.get_local_rank()
 
     def wrap(self, task: Task) -> nn.Module:
         parallelize_task(task, self.mesh)
@@ -211,10 +218,27 @@ class TensorParallel(GatheredReplicaEvaluation):
         return found
 
     def local_indices(self, global_indices: Sequence[int]) -> list[int]:
-        return list(global_indices)
+        return shard_indices(global_indices, self.data_parallel_rank, self.data_parallel_size)
 
     def sum_over_data(self, values: torch.Tensor) -> torch.Tensor:
-        return values  # every rank has the same examples
+        if self.data_parallel_size > 1:  # (a tensor group's ranks have the same examples)
+            dist.all_reduce(values, group=self.data_mesh.get_group())
+        return values
+
+    @contextlib.contextmanager
+    def gradient_sync(self, model: nn.Module, last: bool) -> Iterator[None]:
+        """After the last micro-batch's backward, averages each rank's gradient shards with
+        those of the same shards in the other tensor groups (one all-reduce of them all)."""
+        yield
+        if not last or self.data_parallel_size == 1:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+        flat = torch.cat([g.reshape(-1) for g in local])
+        dist.all_reduce(flat, group=self.data_mesh.get_group())
+        flat.div_(self.data_parallel_size)
+        for g, synced in zip(local, flat.split([g.numel() for g in local]), strict=True):
+            g.copy_(synced.view_as(g))
 
     # DCP stores a tensor as contiguous blocks; a fused projection's strided shards are
     # written whole and split again on load (each a few MB even for large models).

@@ -70,7 +70,13 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
     if world_size > 1 and strategy == "tensor":
         from seqlab.distributed.tensor_parallel import check_tensor_parallel
 
-        check_tensor_parallel(config.task, world_size)
+        degree = trainer.distributed.tensor_degree or world_size
+        if world_size % degree:
+            raise ConfigError(
+                f"trainer.distributed.tensor_degree={degree} does not divide the job's "
+                f"{world_size} processes into tensor-parallel groups"
+            )
+        check_tensor_parallel(config.task, degree)
     if world_size > 1 and strategy in ("fsdp", "tensor"):
         # The moving average, weight noise and warm start use full copies of the weights.
         used = [

@@ -31,6 +31,13 @@ class ParallelismConfig(Config):
         doc="A collective waiting longer than this fails the job instead of hanging.",
         above=0,
     )
+    tensor_degree: int = param(
+        0,
+        doc="strategy=tensor: processes that split each layer (consecutive ranks); the job's "
+        "processes form world_size / tensor_degree such groups, which train on different "
+        "examples and average their gradients as DDP does. 0: all processes in one group.",
+        at_least=0,
+    )
     fsdp_reshard_after_forward: bool = param(
         True,
         doc="FSDP2: free gathered parameters after forward (less memory, one more "

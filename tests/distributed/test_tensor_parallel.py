@@ -1,8 +1,9 @@
 """Tensor parallelism (``trainer.distributed.strategy=tensor``) under torchrun on CPU (gloo).
 
-Two processes, each with half of every attention's heads and feed-forward width, reach the
-weights one process reaches on the same global batches; their checkpoint resumes in one
-process on the same loss curve.
+Two processes, each with half of every attention's heads, feed-forward width and
+vocabulary, reach the weights one process reaches on the same global batches, and so do four
+as two data-parallel groups of two; the checkpoint of two resumes in one process on the same
+loss curve, and two resume their own and a single-process checkpoint.
 """
 
 from __future__ import annotations
@@ -117,3 +118,21 @@ def test_tensor_parallelism_resumes_its_own_and_a_single_process_checkpoint(
     final = read_sharded_checkpoint(sharded_checkpoint_path(tmp_path / "checkpoints", STEPS))
     expected = read_sharded_checkpoint(sharded_checkpoint_path(tensor_run / "checkpoints", STEPS))
     assert_weights_close(final["model"], expected["model"])
+
+
+def test_two_data_parallel_groups_of_two_reach_the_weights_of_one(
+    cache_dir: Path,  # noqa: F811
+    single_run: Path,  # noqa: F811
+    tmp_path: Path,
+    job: Job,
+) -> None:
+    mesh = ["trainer.distributed.strategy=tensor", "trainer.distributed.tensor_degree=2"]
+    args = seqlab_train(tmp_path, cache_dir, STEPS, *mesh)
+    result, _ = job([sys.executable, "-m", "seqlab", *args, "--nproc", "4"], timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = read_sharded_checkpoint(sharded_checkpoint_path(tmp_path / "checkpoints", STEPS))
+    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
+    assert final["world_size"] == 4
+    assert_weights_close(final["model"], expected["model"])
+    for tag in ("loss", "tokens", "num_target_tokens", "grad_norm"):
+        assert scalars(tmp_path, tag) == pytest.approx(scalars(single_run, tag), rel=1e-5), tag
