@@ -77,6 +77,12 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
                 f"{world_size} processes into tensor-parallel groups"
             )
         check_tensor_parallel(config.task, degree)
+        if config.quant.mode != "none":
+            raise ConfigError(
+                f"quant.mode={config.quant.mode} does not work with "
+                "trainer.distributed.strategy=tensor yet (its clipping ranges would be per "
+                "shard); use strategy=ddp"
+            )
     if world_size > 1 and strategy in ("fsdp", "tensor"):
         # The moving average, weight noise and warm start use full copies of the weights.
         used = [
