@@ -196,6 +196,11 @@ OTHER_CASES = """
 nproc_fsdp_ema: train --nproc 2 --set trainer.distributed.strategy=fsdp --set trainer.ema.decay=0.9 | trainer.ema.decay do not work with trainer.distributed.strategy=fsdp
 nproc_fsdp_weight_noise: train --nproc 2 --set trainer.distributed.strategy=fsdp --set trainer.weight_noise.std=0.1 | trainer.weight_noise.std do not work with
 nproc_zero3: train --nproc 2 --set trainer.distributed.strategy=zero3 | 'trainer.distributed.strategy'
+nproc_tensor_heads: train --nproc 4 --set trainer.distributed.strategy=tensor | task.encoder.layer.self_attention.num_heads=2 is not divisible by the tensor-parallel degree 4
+nproc_tensor_ffn: train --nproc 2 --set trainer.distributed.strategy=tensor --set task.decoder.layer.ffn.hidden_dim=127 | task.decoder.layer.ffn.hidden_dim=127 is not divisible
+nproc_tensor_degree: train --nproc 4 --set trainer.distributed.strategy=tensor --set trainer.distributed.tensor_degree=3 | trainer.distributed.tensor_degree=3 does not divide the job's 4 processes
+nproc_tensor_qat: train --nproc 2 --set trainer.distributed.strategy=tensor --set quant.mode=qat | quant.mode=qat does not work with trainer.distributed.strategy=tensor
+tensor_one_process: train --set trainer.distributed.strategy=tensor | trainer.distributed.strategy=tensor needs several processes
 nproc_none: train --nproc 2 --set trainer.distributed.strategy=none | trainer.distributed.strategy=none, but the job has 2 processes
 nproc_negative: train --nproc -1 | --nproc must be >= 1
 nproc_missing_train: train --nproc 2 --set data.train_path={root}/nosuch.tsv | data.train_path={root}/nosuch.tsv: no such file
@@ -275,7 +280,7 @@ def test_no_bad_input_prints_a_traceback(
     ]
     assert not problems, "\n\n".join(problems)
     # docs/reliability.md states how many bad inputs this test tries.
-    assert len(runs) == 71
+    assert len(runs) == 76
 
 
 def test_an_unexpected_error_prints_one_line_and_where_its_traceback_is(files: Path) -> None:

@@ -1,5 +1,6 @@
-"""The parallelism strategies of a torchrun job: DDP (a full replica per process) and FSDP2
-(parameters, gradients and optimizer state sharded), with sharded checkpoints (DCP).
+"""The data-parallel strategies of a torchrun job: DDP (a full replica per process) and FSDP2
+(parameters, gradients and optimizer state sharded), with sharded checkpoints (DCP); the
+tensor-parallel strategy (seqlab.distributed.tensor_parallel) builds on them.
 
 Every rank runs the same loop over the same global batch stream and trains on its slice of
 each global batch (seqlab.data.data_sharding). Rank 0 alone writes config files, summaries,
@@ -22,7 +23,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -105,9 +105,22 @@ class DataParallel(Parallelism):
         optimizer: torch.optim.Optimizer,
         extra: dict[str, Any],
     ) -> Path:
+        return save_sharded_checkpoint(
+            directory, step, self._state(task, optimizer), extra, self.world
+        )
+
+    def _state(self, task: Task, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """This rank's tensors of ``task`` and ``optimizer`` as DCP saves and loads them."""
         model, optimizer_state = get_state_dict(task, optimizer)
-        state = {"model": model, "optimizer": optimizer_state}
-        return save_sharded_checkpoint(directory, step, state, extra, self.world)
+        return {"model": model, "optimizer": optimizer_state}
+
+    def _set_state(
+        self, task: Task, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        """Loads ``state`` (laid out as ``_state`` returns it) into ``task`` and ``optimizer``."""
+        set_state_dict(
+            task, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+        )
 
     def _newest_good_checkpoint(self, directory: Path) -> Path | None:
         for _, path in reversed(list_checkpoints(directory)):
@@ -138,15 +151,9 @@ class DataParallel(Parallelism):
         if path.is_dir():
             payload = read_extra(path)
             check_model_fit(task, sharded_model_shapes(path), path, payload.get("config"))
-            model, optimizer_state = get_state_dict(task, optimizer)
-            state = {"model": model, "optimizer": optimizer_state}
+            state = self._state(task, optimizer)
             load_sharded_state(path, state)
-            set_state_dict(
-                task,
-                optimizer,
-                model_state_dict=state["model"],
-                optim_state_dict=state["optimizer"],
-            )
+            self._set_state(task, optimizer, state)
         else:  # a single-process checkpoint: every rank reads the whole file
             payload = load_checkpoint(path)
             check_model_fit(task, payload["model"], path, payload.get("config"))
@@ -170,38 +177,16 @@ class DataParallel(Parallelism):
             barrier(self.world)
 
 
-class FullyShardedDataParallel(DataParallel):
-    """Strategy ``fsdp``: FSDP2 ``fully_shard`` on each layer of every ``nn.ModuleList`` (e.g.
-    each Transformer layer, gathered just before its forward) and on the rest as one root
-    unit (embeddings, final norms)."""
-
-    name = "fsdp"
+class GatheredReplicaEvaluation(DataParallel):
+    """A strategy whose ranks hold parts of the weights (FSDP2, tensor parallelism): rank 0
+    evaluates a full replica gathered from them while the others wait."""
 
     def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
         super().__init__(config, world, device)
         self._replica: Task | None = None
 
-    def wrap(self, task: Task) -> nn.Module:
-        reshard = self.config.fsdp_reshard_after_forward
-        forward = TrainingForward(task)
-        for module in task.modules():
-            if isinstance(module, nn.ModuleList):
-                for layer in module:
-                    fully_shard(layer, reshard_after_forward=reshard)
-        fully_shard(forward, reshard_after_forward=reshard)
-        return forward
-
-    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        if isinstance(model, FSDPModule):
-            model.set_requires_gradient_sync(last)
-        return contextlib.nullcontext()
-
-    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
     @contextlib.contextmanager
     def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
-        """Rank 0 evaluates a full replica gathered from the shards."""
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = get_model_state_dict(task, options=options)
         try:
@@ -218,10 +203,38 @@ class FullyShardedDataParallel(DataParallel):
             barrier(self.world)
 
 
+class FullyShardedDataParallel(GatheredReplicaEvaluation):
+    """Strategy ``fsdp``: FSDP2 ``fully_shard`` on each layer of every ``nn.ModuleList`` (e.g.
+    each Transformer layer, gathered just before its forward) and on the rest as one root
+    unit (embeddings, final norms)."""
+
+    name = "fsdp"
+
+    def wrap(self, task: Task) -> nn.Module:
+        reshard = self.config.fsdp_reshard_after_forward
+        forward = TrainingForward(task)
+        for module in task.modules():
+            if isinstance(module, nn.ModuleList):
+                for layer in module:
+                    fully_shard(layer, reshard_after_forward=reshard)
+        fully_shard(forward, reshard_after_forward=reshard)
+        return forward
+
+    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        if isinstance(model, FSDPModule):
+            model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+
 def build_distributed_strategy(
     config: ParallelismConfig, world: World, device: torch.device
 ) -> Parallelism:
-    """DDP (``auto`` or ``ddp``) or FSDP2 (``fsdp``) for this rank of a torchrun job."""
+    """DDP (``auto`` or ``ddp``), FSDP2 (``fsdp``) or tensor parallelism (``tensor``) for this
+    rank of a torchrun job."""
+    if config.strategy == "tensor":
+        from seqlab.distributed.tensor_parallel import TensorParallel
+
+        return TensorParallel(config, world, device)
     if config.strategy == "fsdp":
         return FullyShardedDataParallel(config, world, device)
     return DataParallel(config, world, device)

@@ -46,10 +46,9 @@ class LabelSmoothedCrossEntropy(Layer):
             num_tokens: scalar float, number of real tokens.
         """
         epsilon = self.config.label_smoothing
-        vocab_size = logits.shape[-1]
         padded = paddings > 0.5
         safe_labels = labels.masked_fill(padded, 0)
-        nll, smooth = _NegativeLogProbs.apply(logits.float(), safe_labels)
+        nll, smooth, vocab_size = self.negative_log_probs(logits.float(), safe_labels)
         if epsilon > 0.0:
             if vocab_size < 2:
                 raise ConfigError(
@@ -65,6 +64,14 @@ class LabelSmoothedCrossEntropy(Layer):
             nll_sum=nll.masked_fill(padded, 0.0).sum(),
             num_tokens=num_tokens,
         )
+
+    def negative_log_probs(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """logits [..., V] float, labels [...] -> (-log p at the labels [...], -log p summed
+        over the vocabulary [...], V)."""
+        nll, smooth = _NegativeLogProbs.apply(logits, labels)
+        return nll, smooth, logits.shape[-1]
 
 
 class _NegativeLogProbs(torch.autograd.Function):

@@ -25,7 +25,7 @@ def check_experiment(config: ExperimentConfig, world_size: int | None = None) ->
     check_data_paths(config.data)
     _check_vocabulary(config)
     if world_size is not None:
-        _check_parallelism(config.trainer, world_size)
+        _check_parallelism(config, world_size)
     start = config.trainer.init_from_checkpoint
     if start and not Path(start).exists():
         raise ConfigError(f"trainer.init_from_checkpoint={start}: no such file or logdir")
@@ -54,9 +54,10 @@ def _check_vocabulary(config: ExperimentConfig) -> None:
                 )
 
 
-def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
+def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
+    trainer = config.trainer
     strategy = trainer.distributed.strategy
-    if world_size == 1 and strategy in ("ddp", "fsdp"):
+    if world_size == 1 and strategy in ("ddp", "fsdp", "tensor"):
         raise ConfigError(
             f"trainer.distributed.strategy={strategy} needs several processes: add --nproc N "
             "(or run under torchrun), or set it to auto or none"
@@ -64,9 +65,25 @@ def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
     if world_size > 1 and strategy == "none":
         raise ConfigError(
             f"trainer.distributed.strategy=none, but the job has {world_size} processes; "
-            "use auto, ddp or fsdp"
+            "use auto, ddp, fsdp or tensor"
         )
-    if world_size > 1 and strategy == "fsdp":
+    if world_size > 1 and strategy == "tensor":
+        from seqlab.distributed.tensor_parallel import check_tensor_parallel
+
+        degree = trainer.distributed.tensor_degree or world_size
+        if world_size % degree:
+            raise ConfigError(
+                f"trainer.distributed.tensor_degree={degree} does not divide the job's "
+                f"{world_size} processes into tensor-parallel groups"
+            )
+        check_tensor_parallel(config.task, degree)
+        if config.quant.mode != "none":
+            raise ConfigError(
+                f"quant.mode={config.quant.mode} does not work with "
+                "trainer.distributed.strategy=tensor yet (its clipping ranges would be per "
+                "shard); use strategy=ddp"
+            )
+    if world_size > 1 and strategy in ("fsdp", "tensor"):
         # The moving average, weight noise and warm start use full copies of the weights.
         used = [
             key
@@ -79,7 +96,8 @@ def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
         ]
         if used:
             raise ConfigError(
-                f"{' and '.join(used)} do not work with trainer.distributed.strategy=fsdp yet; "
+                f"{' and '.join(used)} do not work with trainer.distributed.strategy={strategy} "
+                "yet; "
                 "use strategy=ddp or turn them off"
             )
 

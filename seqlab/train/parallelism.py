@@ -77,6 +77,9 @@ class Parallelism:
         parameter names."""
         return TrainingForward(task)
 
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Adjusts ``optimizer``, built over the wrapped task's parameters, to the strategy."""
+
     def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
         """The context of one accumulated micro-batch's backward; gradients are synchronised
         across ranks only on the ``last``."""
@@ -86,14 +89,26 @@ class Parallelism:
         """This process's examples of a global batch."""
         return list(global_indices)
 
-    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A tensor whole on every rank (a sharded DTensor gathered)."""
-        return tensor
+    @property
+    def data_parallel_size(self) -> int:
+        """How many ranks train on different examples of a global batch (the gradient of
+        each is averaged over them)."""
+        return self.world.world_size
+
+    @property
+    def data_parallel_rank(self) -> int:
+        """This rank's place among those ``data_parallel_size`` ranks."""
+        return self.world.rank
 
     # ---- collectives -----------------------------------------------------------------------
     def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """``values`` reduced over ranks (``op``: sum or max), in place."""
         return values
+
+    def sum_over_data(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (sums over this rank's examples) summed over the ranks that train on
+        different examples, so that each example counts once."""
+        return self.all_reduce(values)
 
     def barrier(self) -> None:
         pass

@@ -42,6 +42,7 @@ from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate, write_eval_metrics
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
+from seqlab.train.gradient_norm import clip_gradients_, gradient_norm
 from seqlab.train.metrics_accumulator import reduce_metric
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
@@ -170,9 +171,10 @@ class Trainer:
         if world.is_main and not resuming:
             # A resuming run rewrites them in train(), once its checkpoint is known to fit.
             write_config_files(config, logdir, preset)
-        if not world.is_main:
-            # Same initial weights everywhere (seeded above); different dropout per rank.
-            torch.manual_seed(config.seed + world.rank)
+        if self.parallel.data_parallel_rank:
+            # Same initial weights everywhere (seeded above); different dropout per rank of
+            # different examples (tensor-parallel ranks share theirs).
+            torch.manual_seed(config.seed + self.parallel.data_parallel_rank)
         self.task = self.context.task
         self.data = self.context.data
         self.stream = self.data.train_stream(self.examples, config.seed)
@@ -203,6 +205,7 @@ class Trainer:
         named_params = [(n, p) for n, p in self.task.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named_params]
         self.optimizer = tc.optimizer.build(self.params, lr=self.schedule(1))
+        self.parallel.prepare_optimizer(self.optimizer)
         self.ema = tc.ema.build(named_params)
         self.weight_noise = tc.weight_noise.build(self.params, seed=self.config.seed)
         if tc.use_ema_for_eval and not self.ema.enabled:
@@ -271,12 +274,13 @@ class Trainer:
         self.skipped_steps = int(payload.get("skipped_steps", 0))
         self.train_seconds = float(payload.get("train_seconds", 0.0))
         rank_rngs = payload.get("rank_rngs") or [payload["rng"]]
-        if len(rank_rngs) == self.world.world_size:
+        data_rank = self.parallel.data_parallel_rank
+        if len(rank_rngs) == self.parallel.data_parallel_size == self.world.world_size:
             set_rng_state(rank_rngs[self.world.rank], self.device)
-        elif self.world.is_main:
+        elif data_rank == 0:  # (tensor-parallel ranks all share rank 0's stream)
             set_rng_state(rank_rngs[0], self.device)
         else:  # resharded to more ranks: fresh, distinct dropout streams
-            torch.manual_seed(self.config.seed + self.world.rank + 1_000_003 * self.step)
+            torch.manual_seed(self.config.seed + data_rank + 1_000_003 * self.step)
         if self.world.is_main:
             tqdm.write(f"[seqlab] resumed from {path} at step {self.step}")
         self.parallel.barrier()
@@ -376,7 +380,7 @@ class Trainer:
         self._stream_state = micro_batches[-1].stream_state
         self._epoch = micro_batches[-1].epoch
         names = sorted(sums)
-        reduced = self.parallel.all_reduce(torch.tensor([sums[n] for n in names]))
+        reduced = self.parallel.sum_over_data(torch.tensor([sums[n] for n in names]))
         out = {
             name: reduce_metric(name, total, weight)
             for name, (total, weight) in zip(names, reduced.tolist(), strict=True)
@@ -385,7 +389,7 @@ class Trainer:
             learning_rate=lr,
             grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
             tokens=float(
-                self.parallel.all_reduce(
+                self.parallel.sum_over_data(
                     torch.tensor(sum(m.tokens for m in micro_batches), dtype=torch.float64)
                 )
             ),
@@ -425,11 +429,11 @@ class Trainer:
                 ).tolist()
                 weight = numbers[2 + 2 * names.index("loss")] if micro.has_examples else 0.0
                 local = torch.tensor([numbers[0] * weight, weight], dtype=torch.float64)
-                weighted_loss, total_weight = self.parallel.all_reduce(local).tolist()
+                weighted_loss, total_weight = self.parallel.sum_over_data(local).tolist()
                 global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
                 problem = problem or self._check_finite(global_loss, None)
-                # DDP and FSDP2 average gradients over ranks, hence the world size.
-                scale = weight / max(total_weight, 1e-12) * self.world.world_size
+                # DDP and FSDP2 average gradients over ranks, hence their number.
+                scale = weight / max(total_weight, 1e-12) * self.parallel.data_parallel_size
                 scale = 0.0 if problem else scale / len(micro_batches)
                 self.scaler.scale(loss * scale).backward()
             for i, name in enumerate(names):
@@ -440,21 +444,16 @@ class Trainer:
                 total[1] += w
         return problem, global_loss, sums
 
-    def _gradient_norm(self) -> torch.Tensor:
-        """The L2 norm of all gradients together."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        return self.parallel.full_tensor(torch.nn.utils.get_total_norm(grads))
-
     def _clip_gradients(self, loss: torch.Tensor) -> tuple[str | None, torch.Tensor]:
         """Clips the gradients to ``clip_gradient_norm``; returns (problem, norm before)."""
         tc = self.config.trainer
         self.scaler.unscale_(self.optimizer)
-        grad_norm = self._gradient_norm()
+        grad_norm = gradient_norm(self.params)
         # Checked before clipping: scaling by max_norm / inf would turn every gradient
         # into 0 or NaN and hide which parameters were at fault.
         problem = self._check_finite(loss, grad_norm)
         if problem is None and tc.clip_gradient_norm > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.params, tc.clip_gradient_norm, grad_norm)
+            clip_gradients_(self.params, tc.clip_gradient_norm, grad_norm)
         return problem, grad_norm
 
     def _apply_update(self, problem: str | None, overflow: bool) -> None:

@@ -142,19 +142,26 @@ def test_two_ddp_processes_reach_the_weights_of_one(single_run: Path, ddp_run: P
     assert len(list((ddp_run / "train").iterdir())) == 1
 
 
+def resume_in_one_process(cache_dir: Path, run: Path, logdir: Path, rel: float) -> Trainer:
+    """Resumes ``run``'s step-SAVE_EVERY checkpoint in this process, in ``logdir``, up to
+    STEPS; checks that the losses are ``run``'s (to ``rel``)."""
+    (logdir / "checkpoints").mkdir()
+    middle = sharded_checkpoint_path(run / "checkpoints", SAVE_EVERY)
+    shutil.copytree(middle, logdir / "checkpoints" / middle.name)
+    trainer = Trainer(make_config(cache_dir), logdir, show_progress=False)
+    trainer.train()
+    assert trainer.step == STEPS
+    resumed, uninterrupted = loss_curve(logdir), loss_curve(run)
+    assert sorted(resumed) == list(range(SAVE_EVERY + 1, STEPS + 1))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(uninterrupted[step], rel=rel), step
+    return trainer
+
+
 def test_two_process_checkpoint_resumes_in_one_on_the_same_curve(
     cache_dir: Path, ddp_run: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    middle = sharded_checkpoint_path(ddp_run / "checkpoints", SAVE_EVERY)
-    shutil.copytree(middle, tmp_path / "checkpoints" / middle.name)
-    trainer = Trainer(make_config(cache_dir), tmp_path, show_progress=False)
-    trainer.train()
-    assert trainer.step == STEPS
-    resumed, uninterrupted = loss_curve(tmp_path), loss_curve(ddp_run)
-    assert sorted(resumed) == list(range(SAVE_EVERY + 1, STEPS + 1))
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(uninterrupted[step], rel=1e-4), step
+    trainer = resume_in_one_process(cache_dir, ddp_run, tmp_path, rel=1e-4)
     final = read_sharded_checkpoint(sharded_checkpoint_path(ddp_run / "checkpoints", STEPS))
     assert_weights_close(trainer.task.state_dict(), final["model"])
 
