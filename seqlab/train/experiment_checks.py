@@ -7,6 +7,7 @@ Each error is one line naming the keys; what is merely unusual is returned as a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from seqlab.core.config import ConfigError
 from seqlab.data.data_paths import check_data_paths
@@ -25,7 +26,7 @@ def check_experiment(config: ExperimentConfig, world_size: int | None = None) ->
     check_data_paths(config.data)
     _check_vocabulary(config)
     if world_size is not None:
-        _check_parallelism(config.trainer, world_size)
+        _check_parallelism(config.trainer, world_size, config.task)
     start = config.trainer.init_from_checkpoint
     if start and not Path(start).exists():
         raise ConfigError(f"trainer.init_from_checkpoint={start}: no such file or logdir")
@@ -54,9 +55,9 @@ def _check_vocabulary(config: ExperimentConfig) -> None:
                 )
 
 
-def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
+def _check_parallelism(trainer: TrainerConfig, world_size: int, task: Any) -> None:
     strategy = trainer.distributed.strategy
-    if world_size == 1 and strategy in ("ddp", "fsdp"):
+    if world_size == 1 and strategy in ("ddp", "fsdp", "pipeline"):
         raise ConfigError(
             f"trainer.distributed.strategy={strategy} needs several processes: add --nproc N "
             "(or run under torchrun), or set it to auto or none"
@@ -64,9 +65,19 @@ def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
     if world_size > 1 and strategy == "none":
         raise ConfigError(
             f"trainer.distributed.strategy=none, but the job has {world_size} processes; "
-            "use auto, ddp or fsdp"
+            "use auto, ddp, fsdp or pipeline"
         )
-    if world_size > 1 and strategy == "fsdp":
+    if world_size > 1 and strategy == "pipeline":
+        from seqlab.distributed.pipeline_parallel import check_pipeline
+
+        check_pipeline(trainer.distributed, task, world_size)
+        if trainer.mixed_precision == "float16":
+            raise ConfigError(
+                "trainer.mixed_precision=float16 does not work with "
+                "trainer.distributed.strategy=pipeline (each stage's loss scaler would skip "
+                "steps on its own); use bfloat16"
+            )
+    if world_size > 1 and strategy in ("fsdp", "pipeline"):
         # The moving average, weight noise and warm start use full copies of the weights.
         used = [
             key
@@ -79,7 +90,8 @@ def _check_parallelism(trainer: TrainerConfig, world_size: int) -> None:
         ]
         if used:
             raise ConfigError(
-                f"{' and '.join(used)} do not work with trainer.distributed.strategy=fsdp yet; "
+                f"{' and '.join(used)} do not work with trainer.distributed.strategy="
+                f"{strategy} yet; "
                 "use strategy=ddp or turn them off"
             )
 

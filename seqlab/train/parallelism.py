@@ -11,7 +11,7 @@ seqlab.distributed.strategies and are imported only when a torchrun job asks for
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class Parallelism:
     whole model (strategy ``none``): collectives are identities, checkpoints one file."""
 
     name = "none"
+    # Whether this rank's batch counts (tokens) enter the totals over ranks: false on ranks
+    # that share one batch (pipeline stages other than the last).
+    counts_batch: bool = True
 
     def __init__(self, world: World, device: torch.device) -> None:
         self.world = world
@@ -86,9 +89,44 @@ class Parallelism:
         """This process's examples of a global batch."""
         return list(global_indices)
 
-    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A tensor whole on every rank (a sharded DTensor gathered)."""
-        return tensor
+    def forward_backward(
+        self,
+        model: nn.Module,
+        batch: NestedMap,
+        has_examples: bool,
+        forward_context: Callable[[], contextlib.AbstractContextManager],
+        scale_loss: Callable[[torch.Tensor, float], torch.Tensor],
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Forward and backward of this rank's slice of one global batch.
+
+        Backpropagates ``scale_loss(loss, share)``, where ``share`` is this slice's share of
+        the global batch's loss weight times the world size (DDP and FSDP2 average gradients
+        over ranks), or 0 when the global loss is not finite.
+
+        Args:
+          model: what ``wrap`` returned.
+          batch: this rank's slice (a rank ``has_examples`` or runs one example weighted 0).
+          forward_context: the context of the forward pass (autocast).
+          scale_loss: (loss, share) -> the tensor to backpropagate (the trainer's
+            accumulation and loss-scaler factors applied).
+
+        Returns:
+          (the global batch's token-weighted loss, identical on every rank; this rank's
+          metrics, as ``Task.compute_loss`` returns them).
+        """
+        with forward_context():
+            loss, metrics = model(batch)
+        weight = float(metrics["loss"][1]) if has_examples else 0.0
+        local = torch.tensor([float(loss.detach()) * weight, weight], dtype=torch.float64)
+        weighted_loss, total_weight = self.all_reduce(local).tolist()
+        global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
+        share = weight / max(total_weight, 1e-12) * self.world.world_size
+        scale_loss(loss, share if torch.isfinite(global_loss) else 0.0).backward()
+        return global_loss, metrics
+
+    def gradient_norm(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
+        """The L2 norm of all of the model's gradients together (over every rank's)."""
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
     # ---- collectives -----------------------------------------------------------------------
     def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:

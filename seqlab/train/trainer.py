@@ -307,7 +307,7 @@ class Trainer:
         return MicroBatch(
             global_indices=list(global_indices),
             batch=batch,
-            tokens=batch_tokens(batch) if local else 0.0,
+            tokens=batch_tokens(batch) if local and self.parallel.counts_batch else 0.0,
             has_examples=bool(local),
             stream_state=copy.deepcopy(self.stream.state_dict()),
             epoch=int(self.stream.epoch),
@@ -411,29 +411,27 @@ class Trainer:
             batch = micro.batch.to(self.device, non_blocking=True)
             last = number == len(micro_batches) - 1
             with self.parallel.gradient_sync(self.model, last):
-                with autocast(tc.mixed_precision, self.device):
-                    loss, metrics = self.model(batch)
-                names = sorted(metrics)
-                # One copy from the device for the loss and every metric with its weight.
-                numbers = torch.stack(
-                    [loss.detach().double()]
-                    + [
-                        torch.as_tensor(x, device=loss.device).detach().double()
-                        for name in names
-                        for x in metrics[name]
-                    ]
-                ).tolist()
-                weight = numbers[2 + 2 * names.index("loss")] if micro.has_examples else 0.0
-                local = torch.tensor([numbers[0] * weight, weight], dtype=torch.float64)
-                weighted_loss, total_weight = self.parallel.all_reduce(local).tolist()
-                global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
-                problem = problem or self._check_finite(global_loss, None)
-                # DDP and FSDP2 average gradients over ranks, hence the world size.
-                scale = weight / max(total_weight, 1e-12) * self.world.world_size
-                scale = 0.0 if problem else scale / len(micro_batches)
-                self.scaler.scale(loss * scale).backward()
+                global_loss, metrics = self.parallel.forward_backward(
+                    self.model,
+                    batch,
+                    micro.has_examples,
+                    forward_context=lambda: autocast(tc.mixed_precision, self.device),
+                    scale_loss=lambda loss, share: self.scaler.scale(
+                        loss * (share / len(micro_batches))
+                    ),
+                )
+            problem = problem or self._check_finite(global_loss, None)
+            names = sorted(metrics)
+            # One copy from the device for every metric with its weight.
+            numbers = torch.stack(
+                [
+                    torch.as_tensor(x, device=self.device).detach().double()
+                    for name in names
+                    for x in metrics[name]
+                ]
+            ).tolist()
             for i, name in enumerate(names):
-                value, metric_weight = numbers[1 + 2 * i : 3 + 2 * i]
+                value, metric_weight = numbers[2 * i : 2 * i + 2]
                 w = metric_weight if micro.has_examples else 0.0
                 total = sums.setdefault(name, [0.0, 0.0])
                 total[0] += value * w
@@ -442,8 +440,7 @@ class Trainer:
 
     def _gradient_norm(self) -> torch.Tensor:
         """The L2 norm of all gradients together."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        return self.parallel.full_tensor(torch.nn.utils.get_total_norm(grads))
+        return self.parallel.gradient_norm(self.params)
 
     def _clip_gradients(self, loss: torch.Tensor) -> tuple[str | None, torch.Tensor]:
         """Clips the gradients to ``clip_gradient_norm``; returns (problem, norm before)."""
