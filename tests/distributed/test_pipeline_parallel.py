@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.core.config import ConfigError
 from seqlab.core.registry import get_experiment
@@ -73,12 +74,31 @@ def single_run(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return logdir
 
 
-def pipeline_run(logdir: Path, cache_dir: Path, job: Job, *sets: str) -> None:
-    args = [a for o in [*overrides(cache_dir), *sets] for a in ("--set", o)]
+def pipeline_run(
+    logdir: Path, cache_dir: Path, job: Job, *sets: str, max_steps: int = STEPS
+) -> None:
+    """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
+    sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
+    args = [a for o in sets for a in ("--set", o)]
     command = [sys.executable, "-m", "seqlab", "train", "--experiment", EXPERIMENT]
     result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"training done at step {STEPS}" in result.stdout
+    assert f"training done at step {max_steps}" in result.stdout
+
+
+def train_curve(logdir: Path, tag: str) -> dict[int, float]:
+    events = EventAccumulator(str(logdir / "train"))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def assert_weights_of(logdir: Path, single_run: Path) -> None:
+    """The final checkpoint of ``logdir`` (a .dcp) has the single run's weights."""
+    final = read_sharded_checkpoint(sharded_checkpoint_path(logdir / "checkpoints", STEPS))
+    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
+    assert sorted(final["model"]) == sorted(expected["model"])
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][name], value, **WEIGHT_TOLERANCE, msg=name)
 
 
 @pytest.mark.slow
@@ -91,15 +111,16 @@ def test_two_stages_reach_the_weights_of_one_process(
         tmp_path,
         cache_dir,
         job,
-        "trainer.distributed.strategy=pipeline",
         f"trainer.distributed.pipeline_schedule={schedule}",
         "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
     )
-    final = read_sharded_checkpoint(sharded_checkpoint_path(tmp_path / "checkpoints", STEPS))
-    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
-    assert sorted(final["model"]) == sorted(expected["model"])
-    for name, value in expected["model"].items():
-        torch.testing.assert_close(final["model"][name], value, **WEIGHT_TOLERANCE, msg=name)
+    assert_weights_of(tmp_path, single_run)
+    # The same loss and gradient norm (over both stages, the shared embedding counted once).
+    for tag in ("loss", "grad_norm"):
+        single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
+        assert sorted(pipeline) == list(range(1, STEPS + 1))
+        for step, value in single.items():
+            assert pipeline[step] == pytest.approx(value, rel=1e-4), (tag, step)
 
     # The pipeline checkpoint resumes in one process, which trains on from it.
     config = make_config(cache_dir, STEPS + 2)
@@ -107,6 +128,16 @@ def test_two_stages_reach_the_weights_of_one_process(
     assert trainer.train() == STEPS + 2
     resumed = load_checkpoint(checkpoint_path(tmp_path / "checkpoints", STEPS + 2))
     assert resumed["step"] == STEPS + 2
+
+
+@pytest.mark.slow
+@needs_bible
+def test_a_pipeline_run_resumes_as_a_pipeline(
+    single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
+) -> None:
+    pipeline_run(tmp_path, cache_dir, job, max_steps=STEPS // 2)
+    pipeline_run(tmp_path, cache_dir, job)
+    assert_weights_of(tmp_path, single_run)
 
 
 def test_stages_split_the_layers_evenly_or_at_the_boundaries() -> None:
