@@ -1,19 +1,16 @@
-"""Pipeline parallelism: the layers of a decoder-only Transformer LM cut into one stage per
-process, with micro-batches flowing through them on a GPipe or 1F1B schedule of
-``torch.distributed.pipelining``.
+"""Pipeline parallelism: a model's layers cut into one stage per process (see
+seqlab.distributed.pipeline_stages), with micro-batches flowing through them on a GPipe or
+1F1B schedule of ``torch.distributed.pipelining``.
 
-Every rank builds the whole task (same seed, same weights), then keeps only its stage: the
-layers of other stages become ``nn.Identity`` placeholders in the ``ModuleList`` (so the kept
-parameters keep the unsplit model's names), the first stage keeps the embedding and
-positions, the last the final norm and the output projection, which shares the embedding
-matrix: the first and last stages each hold a copy of it and sum its gradients after every
-global batch, so the copies stay equal. Checkpoints go through DCP under the unsplit names, so
-a pipeline run resumes in one process (and at any other layout DCP reshards to).
+Every rank builds the whole task (same seed, same weights), then keeps only its stage. The
+stages that keep a copy of the shared embedding matrix sum its gradients after every global
+batch, so the copies stay equal. Checkpoints go through DCP under the unsplit model's names,
+so a pipeline run resumes in one process.
 
 Every rank collates the whole global batch; the schedule splits it into micro-batches along
 the batch dimension (padded with empty rows to a multiple of them). The last stage computes
-each micro-batch's loss, weighted by its share of the global batch's target tokens, so the
-gradients are those of the unsplit model on the whole batch.
+each micro-batch's loss, weighted by its share of the global batch's loss weight (target
+tokens), so the gradients are those of the unsplit model on the whole batch.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from seqlab.core.config import ConfigError
-from seqlab.core.layer import apply_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.distributed.checkpoint import (
     load_sharded_state,
@@ -38,10 +34,10 @@ from seqlab.distributed.checkpoint import (
     save_sharded_checkpoint,
     sharded_model_shapes,
 )
+from seqlab.distributed.pipeline_stages import StageModule, stage_layers, stage_module_for
 from seqlab.distributed.process_group import barrier, gather_objects
 from seqlab.distributed.strategies import DataParallel
 from seqlab.models.base import Metrics, Task
-from seqlab.models.lm.transformer_lm import TransformerLM
 from seqlab.train.checkpoint import CheckpointError
 from seqlab.train.checkpoint_fit import check_model_fit
 from seqlab.train.experiment import ExperimentConfig
@@ -49,112 +45,17 @@ from seqlab.train.parallelism import to_cpu
 from seqlab.train.parallelism_config import ParallelismConfig
 from seqlab.train.world import World
 
-# The batch fields every stage receives, split into micro-batches along dimension 0.
-_STAGE_INPUTS = ("paddings", "segment_ids", "segment_positions", "labels")
-
-
-def stage_layers(num_layers: int, num_stages: int, boundaries: Sequence[int]) -> list[range]:
-    """The layers of each stage: from ``boundaries`` (the first layer of stages 1, 2, ...) or,
-    if empty, split evenly with the remainder on the earlier stages.
-
-    Raises:
-      ConfigError: naming the key, when the layers cannot be cut into ``num_stages`` stages.
-    """
-    key = "trainer.distributed.pipeline_boundaries"
-    if num_stages > num_layers:
-        raise ConfigError(
-            f"trainer.distributed.strategy=pipeline: {num_stages} stages (processes) but the "
-            f"model has {num_layers} layers; use at most {num_layers} processes"
-        )
-    if boundaries:
-        starts = [0, *boundaries]
-        if len(boundaries) != num_stages - 1 or any(
-            b <= a for a, b in zip(starts, [*boundaries, num_layers], strict=True)
-        ):
-            raise ConfigError(
-                f"{key}={list(boundaries)}: give {num_stages - 1} increasing layer indices "
-                f"between 1 and {num_layers - 1} (the first layer of stages 1 to "
-                f"{num_stages - 1}), or leave it empty to split the layers evenly"
-            )
-    else:
-        size, extra = divmod(num_layers, num_stages)
-        starts = [s * size + min(s, extra) for s in range(num_stages)]
-    ends = [*starts[1:], num_layers]
-    return [range(a, b) for a, b in zip(starts, ends, strict=True)]
-
 
 def check_pipeline(config: ParallelismConfig, task: Any, num_stages: int) -> None:
     """Refuses, in one line naming the key, a pipeline layout this model cannot take."""
-    if not isinstance(task, TransformerLM.Config):
-        raise ConfigError(
-            f"trainer.distributed.strategy=pipeline supports the decoder-only Transformer "
-            f"language model (TransformerLM) only, not {type(task).__qualname__}; use ddp or "
-            f"fsdp"
-        )
+    module = stage_module_for(task)
     if config.pipeline_microbatches < num_stages:
         raise ConfigError(
             f"trainer.distributed.pipeline_microbatches={config.pipeline_microbatches} is "
             f"fewer than the {num_stages} pipeline stages (processes); set it to at least "
             f"{num_stages}"
         )
-    stage_layers(task.stack.num_layers, num_stages, config.pipeline_boundaries)
-
-
-class TransformerLMStage(nn.Module):
-    """One pipeline stage of a TransformerLM, owning the task pruned to this stage.
-
-    ``forward(inputs, paddings, segment_ids, segment_positions, labels)`` takes ids [b, T]
-    on the first stage, else the previous stage's activations [b, T, D]; it returns the
-    activations [b, T, D] (float32) for the next stage, or, on the last stage, the
-    micro-batch's mean loss (a scalar), whose metrics it appends to ``metrics``.
-    """
-
-    def __init__(
-        self,
-        task: TransformerLM,
-        layers: range,
-        first: bool,
-        last: bool,
-        forward_context: Callable[[], contextlib.AbstractContextManager],
-    ) -> None:
-        super().__init__()
-        self.layer_indices = layers
-        self.first, self.last = first, last
-        self.forward_context = forward_context
-        self.metrics: list[Metrics] = []
-        for i in range(len(task.stack.layers)):
-            if i not in layers:
-                task.stack.layers[i] = nn.Identity()
-        if not first:
-            task.positions = None
-        if not first and not last:
-            task.embedding = None
-        if not last:
-            task.stack.final_norm = None
-        self.task = task
-
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        paddings: torch.Tensor,
-        segment_ids: torch.Tensor,
-        segment_positions: torch.Tensor,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
-        task = self.task
-        with self.forward_context():
-            x = task._embed(inputs, segment_positions) if self.first else inputs
-            for i in self.layer_indices:
-                x = task.stack.layers[i](x, paddings, causal=True, segment_ids=segment_ids)
-            if not self.last:
-                return x.float()  # a fixed dtype for the receiving stage's buffers
-            if task.stack.final_norm is not None:
-                x = task.stack.final_norm(x)
-            logits = task.embedding.logits(apply_paddings(x, paddings))
-            batch = NestedMap(labels=labels, paddings=paddings, num_words=0.0)
-            loss, metrics = task.compute_loss(batch, NestedMap(logits=logits))
-        self.metrics.append(metrics)
-        return loss
+    stage_layers(module.num_layers(task), num_stages, config.pipeline_boundaries)
 
 
 def _combine(metrics: list[Metrics]) -> Metrics:
@@ -165,6 +66,12 @@ def _combine(metrics: list[Metrics]) -> Metrics:
         weight = sum(w for _, w in pairs)
         out[name] = (sum(v * w for v, w in pairs) / weight if weight else 0.0, weight)
     return out
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    return [t for item in tree for t in _tensors(item)]
 
 
 def _pad_rows(value: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
@@ -186,60 +93,51 @@ class PipelineParallel(DataParallel):
         self.first = world.rank == 0
         self.last = world.rank == self.num_stages - 1
         self.counts_batch = self.last
-        self._stage: TransformerLMStage | None = None
+        self._stage: StageModule | None = None
         self._schedule: Any = None
-        self._schedule_shape: tuple[int, ...] = ()
+        self._schedule_shapes: list[torch.Size] = []
+        self._tied_group: Any = None
+        self._counts_tied = True
         self._scale_loss: Callable[[torch.Tensor, float], torch.Tensor] | None = None
         self._total_weight = 0.0
         self._forward_context: Callable[[], contextlib.AbstractContextManager] = (
             contextlib.nullcontext
         )
-        # The first and last stages' copies of the tied embedding sum their gradients.
-        self._tied_group = dist.new_group([0, self.num_stages - 1])
 
     # ---- the stage ------------------------------------------------------------------------
     def wrap(self, task: Task) -> nn.Module:
-        if not isinstance(task, TransformerLM):
-            raise ConfigError(
-                f"trainer.distributed.strategy=pipeline supports TransformerLM only, not "
-                f"{type(task).__name__}"
-            )
+        module = stage_module_for(task)
         ranges = stage_layers(
-            len(task.stack.layers), self.num_stages, self.config.pipeline_boundaries
+            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries
         )
-        self._stage = TransformerLMStage(
-            task,
-            ranges[self.world.rank],
-            self.first,
-            self.last,
-            forward_context=lambda: self._forward_context(),
-        )
+        # Every rank creates every group, in the same order.
+        sharing = module.embedding_stages(task, ranges)
+        self._tied_group = dist.new_group(sharing) if len(sharing) > 1 else None
+        self._counts_tied = self.world.rank == sharing[0]
+        self._stage = module(task, ranges, self.world.rank, lambda: self._forward_context())
         return self._stage
 
     def _tied(self) -> list[nn.Parameter]:
-        """This stage's copy of the embedding shared by the first and last stages."""
+        """This stage's copy of the embedding matrix that several stages share, if any."""
         assert self._stage is not None
         embedding = self._stage.task.embedding
-        if self.num_stages == 1 or embedding is None:
-            return []
-        return [embedding.weight]
+        return [] if self._tied_group is None or embedding is None else [embedding.weight]
 
-    def _schedule_for(self, rows: int, length: int, model_dim: int) -> Any:
-        """The schedule for micro-batches of [rows, length], made anew when the shape
-        changes (stage buffers have static shapes)."""
-        shape = (rows, length, model_dim)
-        if self._schedule is not None and shape == self._schedule_shape:
+    def _schedule_for(self, batch: NestedMap, rows: int) -> Any:
+        """The schedule for micro-batches of ``rows`` rows of ``batch``, made anew when the
+        shapes change (a stage's buffers have static shapes)."""
+        assert self._stage is not None
+        inputs, outputs = self._stage.boundary_examples(batch, rows)
+        shapes = [t.shape for t in _tensors((inputs, outputs))]
+        if self._schedule is not None and shapes == self._schedule_shapes:
             return self._schedule
-        activations = torch.empty(shape, device="meta", requires_grad=True)
-        ids = torch.empty((rows, length), dtype=torch.long, device="meta")
-        output = torch.empty((), device="meta", requires_grad=True) if self.last else activations
         stage = PipelineStage(
             self._stage,
             self.world.rank,
             self.num_stages,
             self.device,
-            input_args=ids if self.first else activations,
-            output_args=output,
+            input_args=inputs,
+            output_args=outputs,
         )
         schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
         self._schedule = schedule_class[self.config.pipeline_schedule](
@@ -248,7 +146,7 @@ class PipelineParallel(DataParallel):
             loss_fn=self._micro_batch_loss,
             scale_grads=False,
         )
-        self._schedule_shape = shape
+        self._schedule_shapes = shapes
         return self._schedule
 
     def _micro_batch_loss(self, loss: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -269,23 +167,24 @@ class PipelineParallel(DataParallel):
     ) -> tuple[torch.Tensor, Metrics]:
         """Runs the schedule over the whole global batch; returns the global loss on every
         rank and the metrics (weight 0 on all but the last stage)."""
-        assert self._stage is not None
+        stage = self._stage
+        assert stage is not None
         microbatches = self.config.pipeline_microbatches
-        rows = -(-batch.ids.shape[0] // microbatches) * microbatches
+        rows = -(-batch[stage.root_field].shape[0] // microbatches) * microbatches
         inputs = {
-            name: _pad_rows(batch[name], rows, 1.0 if name == "paddings" else 0)
-            for name in _STAGE_INPUTS
+            name: _pad_rows(batch[name], rows, 1.0 if name.endswith("paddings") else 0)
+            for name in stage.batch_fields
         }
-        # The loss weight of the LM's loss: its real target tokens.
-        self._total_weight = float((1.0 - batch.paddings).sum())
+        self._total_weight = stage.loss_weight(batch)
         self._scale_loss = scale_loss
         self._forward_context = forward_context
-        self._stage.metrics.clear()
-        model_dim = self._stage.task.config.stack.layer.model_dim
-        schedule = self._schedule_for(rows // microbatches, batch.ids.shape[1], model_dim)
-        args = (_pad_rows(batch.ids, rows, 0),) if self.first else ()
-        schedule.step(*args, target=inputs["paddings"], return_outputs=False, **inputs)
-        combined = gather_objects(_combine(self._stage.metrics) if self.last else None, self.world)
+        stage.metrics.clear()
+        schedule = self._schedule_for(batch, rows // microbatches)
+        args = (_pad_rows(batch[stage.root_field], rows, 0),) if self.first else ()
+        # The schedule wants a target per micro-batch; the loss weights come from the metrics.
+        target = inputs[stage.batch_fields[0]]
+        schedule.step(*args, target=target, return_outputs=False, **inputs)
+        combined = gather_objects(_combine(stage.metrics) if self.last else None, self.world)
         metrics = combined[-1]
         global_loss = torch.tensor(metrics["loss"][0])
         if not self.last:  # counted once, by the last stage
@@ -307,8 +206,8 @@ class PipelineParallel(DataParallel):
         return list(global_indices)  # every stage sees the whole batch
 
     def gradient_norm(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
-        """Over every stage's gradients, the tied embedding's counted once (on stage 0)."""
-        tied = {id(p) for p in self._tied()} if not self.first else set()
+        """Over every stage's gradients, the shared embedding's counted once."""
+        tied = set() if self._counts_tied else {id(p) for p in self._tied()}
         grads = [p.grad for p in params if p.grad is not None and id(p) not in tied]
         local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         squared = local.double().square().reshape(1)

@@ -1,7 +1,7 @@
 """Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
 stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
-batches; its checkpoint resumes in one process; layouts that do not fit are refused in one
-line.
+batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoint
+resumes in one process and as a pipeline; layouts that do not fit are refused in one line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from seqlab.core.config import ConfigError
 from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.distributed.checkpoint import read_sharded_checkpoint, sharded_checkpoint_path
-from seqlab.distributed.pipeline_parallel import stage_layers
+from seqlab.distributed.pipeline_stages import stage_layers
 from seqlab.train.checkpoint import checkpoint_path, load_checkpoint
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
@@ -28,6 +28,21 @@ from seqlab.train.trainer import Trainer
 
 Job = Callable[..., Any]  # the `job` fixture of conftest.py
 EXPERIMENT = "lm.bible_en.transformer_tiny"  # 2 layers, dropout 0
+MT_EXPERIMENT = "mt.bible_en_es.transformer_tiny"  # 2 encoder and 2 decoder layers
+MT_DROPOUTS = [
+    f"task.{key}=0.0"
+    for key in [
+        "input_dropout_prob",
+        *(
+            f"{stack}.layer.{part}.dropout_prob"
+            for stack in ("encoder", "decoder")
+            for part in ("self_attention", "ffn")
+        ),
+        "decoder.layer.cross_attention.dropout_prob",
+        "encoder.layer.residual_dropout_prob",
+        "decoder.layer.residual_dropout_prob",
+    ]
+]
 STEPS = 4
 WEIGHT_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
 
@@ -55,9 +70,13 @@ def overrides(cache_dir: Path, max_steps: int = STEPS) -> list[str]:
     ]
 
 
-def make_config(cache_dir: Path, max_steps: int = STEPS) -> ExperimentConfig:
-    config = get_experiment(EXPERIMENT)
+def make_config(
+    cache_dir: Path, max_steps: int = STEPS, experiment: str = EXPERIMENT
+) -> ExperimentConfig:
+    config = get_experiment(experiment)
     config.apply_overrides(overrides(cache_dir, max_steps))
+    if experiment == MT_EXPERIMENT:
+        config.apply_overrides(MT_DROPOUTS)
     return config
 
 
@@ -75,12 +94,19 @@ def single_run(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def pipeline_run(
-    logdir: Path, cache_dir: Path, job: Job, *sets: str, max_steps: int = STEPS
+    logdir: Path,
+    cache_dir: Path,
+    job: Job,
+    *sets: str,
+    max_steps: int = STEPS,
+    experiment: str = EXPERIMENT,
 ) -> None:
     """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
     sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
+    if experiment == MT_EXPERIMENT:
+        sets = (*sets, *MT_DROPOUTS)
     args = [a for o in sets for a in ("--set", o)]
-    command = [sys.executable, "-m", "seqlab", "train", "--experiment", EXPERIMENT]
+    command = [sys.executable, "-m", "seqlab", "train", "--experiment", experiment]
     result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training done at step {max_steps}" in result.stdout
@@ -140,6 +166,25 @@ def test_a_pipeline_run_resumes_as_a_pipeline(
     assert_weights_of(tmp_path, single_run)
 
 
+@pytest.mark.slow
+@needs_bible
+def test_the_mt_model_cut_inside_its_decoder_reaches_the_weights_of_one_process(
+    cache_dir: Path, tmp_path: Path, job: Job
+) -> None:
+    single = tmp_path / "single"
+    Trainer(make_config(cache_dir, experiment=MT_EXPERIMENT), single, show_progress=False).train()
+    # Stage 0: the encoder and the first decoder layer (it embeds the target too); stage 1:
+    # the second decoder layer, the output projection and the loss.
+    pipeline_run(
+        tmp_path / "pipeline",
+        cache_dir,
+        job,
+        "trainer.distributed.pipeline_boundaries=[3]",
+        experiment=MT_EXPERIMENT,
+    )
+    assert_weights_of(tmp_path / "pipeline", single)
+
+
 def test_stages_split_the_layers_evenly_or_at_the_boundaries() -> None:
     assert stage_layers(5, 2, ()) == [range(0, 3), range(3, 5)]
     assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
@@ -167,8 +212,8 @@ def test_boundaries_that_do_not_cut_the_layers_are_refused() -> None:
         stage_layers(4, 3, (2, 1))
 
 
-def test_models_other_than_the_transformer_lm_are_refused() -> None:
-    config = get_experiment("mt.bible_en_es.transformer_tiny")
+def test_models_other_than_the_transformers_are_refused() -> None:
+    config = get_experiment("lm.bible_en.lstm_tiny")
     config.apply_overrides(["trainer.distributed.strategy=pipeline"])
-    with pytest.raises(ConfigError, match="TransformerLM\\) only, not TransformerMT"):
+    with pytest.raises(ConfigError, match="TransformerLM and TransformerMT only, not LSTMLM"):
         check_experiment(config, world_size=2)
