@@ -1,11 +1,13 @@
-"""Parallelism strategies of the training loop: how parameters are replicated across the
-processes of a job.
+"""Parallelism strategies of the training loop: how parameters are replicated (or split)
+across the processes of a job.
 
-A strategy owns wrapping the model for training, gradient synchronisation during
-accumulation, reductions of metrics across ranks, the checkpoint backend, and where the
-periodic eval and decode run. The loop (seqlab.train.trainer) is the same for all of them.
+A strategy owns wrapping the model for training, the forward and backward pass of a batch
+(``forward_backward``), gradient synchronisation during accumulation, reductions of metrics
+across ranks, the checkpoint backend, and where the periodic eval and decode run. The loop
+(seqlab.train.trainer) is the same for all of them.
 ``SingleProcess`` (strategy ``none``) is defined here; DDP and FSDP2 live in
-seqlab.distributed.strategies and are imported only when a torchrun job asks for them.
+seqlab.distributed.strategies, pipeline stages in seqlab.distributed.pipeline_parallel, all
+imported only when a torchrun job asks for them.
 """
 
 from __future__ import annotations

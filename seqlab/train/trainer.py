@@ -3,10 +3,10 @@
 It optimizes a task on ``trainer.device``, accumulates gradients over
 ``trainer.grad_accum_steps`` batches, checkpoints, and evaluates and decodes at intervals.
 How parameters are replicated across processes is a strategy (seqlab.train.parallelism):
-``none`` in one process, DDP or FSDP2 under torchrun. Every rank runs the same loop over the
-same global batch stream and trains on its slice of each global batch; the loss of each
-slice is scaled by its share of the global batch's loss weight (e.g. target tokens), so the
-averaged gradient equals the one a single process computes on the whole batch.
+``none`` in one process, DDP, FSDP2 or pipeline stages under torchrun. Every rank runs the
+same loop over the same global batch stream and trains on its slice of each global batch;
+the loss of each slice is scaled by its share of the global batch's loss weight (e.g. target
+tokens), so the averaged gradient equals the one a single process computes on the whole batch.
 
 Killed at any moment and restarted with the same command, it resumes from the newest good
 checkpoint, including the position in the data stream and every random generator.
