@@ -49,13 +49,13 @@ from seqlab.train.world import World
 def check_pipeline(config: ParallelismConfig, task: Any, num_stages: int) -> None:
     """Refuses, in one line naming the key, a pipeline layout this model cannot take."""
     module = stage_module_for(task)
+    stage_layers(module.num_layers(task), num_stages, config.pipeline_boundaries)
     if config.pipeline_microbatches < num_stages:
         raise ConfigError(
             f"trainer.distributed.pipeline_microbatches={config.pipeline_microbatches} is "
             f"fewer than the {num_stages} pipeline stages (processes); set it to at least "
             f"{num_stages}"
         )
-    stage_layers(module.num_layers(task), num_stages, config.pipeline_boundaries)
 
 
 def _combine(metrics: list[Metrics]) -> Metrics:
