@@ -170,6 +170,7 @@ task.encoder.layer.self_attention.num_heads=0 | num_heads' must be >= 1
 trainer.optimizer.weight_decay=-1 | 'trainer.optimizer.weight_decay' must be >= 0
 trainer.distributed.strategy=fsdp | trainer.distributed.strategy=fsdp needs several processes
 trainer.distributed.strategy=ddp | trainer.distributed.strategy=ddp needs several processes
+trainer.distributed.strategy=pipeline | trainer.distributed.strategy=pipeline needs several processes
 task.embedding.vocab_size=100 | task.embedding.vocab_size=100 is smaller than data.tokenizer.vocab_size=120
 data.tokenizer.vocab_size=4000 task.embedding.vocab_size=4000 | data.tokenizer.vocab_size=4000 is too large for the training data: at most
 trainer.init_from_checkpoint={root}/nosuch | trainer.init_from_checkpoint={root}/nosuch: no such file
@@ -202,6 +203,9 @@ nproc_tensor_degree: train --nproc 4 --set trainer.distributed.strategy=tensor -
 nproc_tensor_qat: train --nproc 2 --set trainer.distributed.strategy=tensor --set quant.mode=qat | quant.mode=qat does not work with trainer.distributed.strategy=tensor
 tensor_one_process: train --set trainer.distributed.strategy=tensor | trainer.distributed.strategy=tensor needs several processes
 nproc_none: train --nproc 2 --set trainer.distributed.strategy=none | trainer.distributed.strategy=none, but the job has 2 processes
+nproc_pipeline_stages: train --nproc 5 --set trainer.distributed.strategy=pipeline | 5 stages (processes) but the model has 4 layers
+nproc_pipeline_microbatches: train --nproc 2 --set trainer.distributed.strategy=pipeline --set trainer.distributed.pipeline_microbatches=1 | pipeline_microbatches=1 is fewer than the 2 pipeline stages
+nproc_pipeline_boundaries: train --nproc 2 --set trainer.distributed.strategy=pipeline --set trainer.distributed.pipeline_boundaries=[4] | pipeline_boundaries=[4]: give 1 increasing
 nproc_negative: train --nproc -1 | --nproc must be >= 1
 nproc_missing_train: train --nproc 2 --set data.train_path={root}/nosuch.tsv | data.train_path={root}/nosuch.tsv: no such file
 unknown_experiment: train --experiment nosuch --logdir {logdir} | nosuch
@@ -280,7 +284,7 @@ def test_no_bad_input_prints_a_traceback(
     ]
     assert not problems, "\n\n".join(problems)
     # docs/reliability.md states how many bad inputs this test tries.
-    assert len(runs) == 76
+    assert len(runs) == 80
 
 
 def test_an_unexpected_error_prints_one_line_and_where_its_traceback_is(files: Path) -> None:

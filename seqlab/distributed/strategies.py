@@ -65,6 +65,7 @@ class DataParallel(Parallelism):
     def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
         super().__init__(world, device)
         self.config = config
+        self._replica: Task | None = None
         init_process_group(config, device)
 
     def wrap(self, task: Task) -> nn.Module:
@@ -135,19 +136,24 @@ class DataParallel(Parallelism):
                 tqdm.write(f"[seqlab] {e}; trying the previous checkpoint")
         return None
 
-    def load(
-        self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
-    ) -> tuple[Path, dict[str, Any]] | None:
-        """Loads the newest good checkpoint of any world size and either format."""
+    def _newest_checkpoint(self, directory: Path) -> Path | None:
+        """The newest good checkpoint, chosen by rank 0 (after removing dead writers'
+        temporaries) for every rank, or None."""
         found = None
         if self.world.is_main:
             for path in remove_stale_temporaries(directory):
                 tqdm.write(f"[seqlab] removed {path}, left half-written by an interrupted save")
             found = self._newest_good_checkpoint(directory)
         found = broadcast_object(None if found is None else str(found), self.world)
-        if found is None:
+        return None if found is None else Path(found)
+
+    def load(
+        self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """Loads the newest good checkpoint of any world size and either format."""
+        path = self._newest_checkpoint(directory)
+        if path is None:
             return None
-        path = Path(found)
         if path.is_dir():
             payload = read_extra(path)
             check_model_fit(task, sharded_model_shapes(path), path, payload.get("config"))
@@ -169,6 +175,18 @@ class DataParallel(Parallelism):
         return path, payload
 
     # ---- eval and decode: on rank 0, while the others wait ------------------------------------
+    def _replica_of(
+        self, full: dict[str, torch.Tensor], task: Task, config: ExperimentConfig
+    ) -> Task:
+        """A whole copy of ``task`` with the weights ``full`` (built once, then refilled), for
+        strategies whose ranks hold pieces of the model."""
+        if self._replica is None:
+            self._replica = build_task(config.task, config.quant)
+            self._replica.bind_data(task.data)
+            self._replica.to(self.device)
+        self._replica.load_state_dict(full)
+        return self._replica
+
     @contextlib.contextmanager
     def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
         try:
@@ -190,15 +208,7 @@ class GatheredReplicaEvaluation(DataParallel):
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = get_model_state_dict(task, options=options)
         try:
-            if not self.world.is_main:
-                yield None
-                return
-            if self._replica is None:
-                self._replica = build_task(config.task, config.quant)
-                self._replica.bind_data(task.data)
-                self._replica.to(self.device)
-            self._replica.load_state_dict(full)
-            yield self._replica
+            yield self._replica_of(full, task, config) if self.world.is_main else None
         finally:
             barrier(self.world)
 
@@ -229,12 +239,16 @@ class FullyShardedDataParallel(GatheredReplicaEvaluation):
 def build_distributed_strategy(
     config: ParallelismConfig, world: World, device: torch.device
 ) -> Parallelism:
-    """DDP (``auto`` or ``ddp``), FSDP2 (``fsdp``) or tensor parallelism (``tensor``) for this
-    rank of a torchrun job."""
+    """DDP (``auto`` or ``ddp``), FSDP2 (``fsdp``), tensor parallelism (``tensor``) or
+    pipeline stages (``pipeline``) for this rank of a torchrun job."""
     if config.strategy == "tensor":
         from seqlab.distributed.tensor_parallel import TensorParallel
 
         return TensorParallel(config, world, device)
     if config.strategy == "fsdp":
         return FullyShardedDataParallel(config, world, device)
+    if config.strategy == "pipeline":
+        from seqlab.distributed.pipeline_parallel import PipelineParallel
+
+        return PipelineParallel(config, world, device)
     return DataParallel(config, world, device)

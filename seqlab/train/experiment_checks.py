@@ -57,7 +57,7 @@ def _check_vocabulary(config: ExperimentConfig) -> None:
 def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
     trainer = config.trainer
     strategy = trainer.distributed.strategy
-    if world_size == 1 and strategy in ("ddp", "fsdp", "tensor"):
+    if world_size == 1 and strategy in ("ddp", "fsdp", "tensor", "pipeline"):
         raise ConfigError(
             f"trainer.distributed.strategy={strategy} needs several processes: add --nproc N "
             "(or run under torchrun), or set it to auto or none"
@@ -65,7 +65,7 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
     if world_size > 1 and strategy == "none":
         raise ConfigError(
             f"trainer.distributed.strategy=none, but the job has {world_size} processes; "
-            "use auto, ddp, fsdp or tensor"
+            "use auto, ddp, fsdp, tensor or pipeline"
         )
     if world_size > 1 and strategy == "tensor":
         from seqlab.distributed.tensor_parallel import check_tensor_parallel
@@ -83,7 +83,17 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
                 "trainer.distributed.strategy=tensor yet (its clipping ranges would be per "
                 "shard); use strategy=ddp"
             )
-    if world_size > 1 and strategy in ("fsdp", "tensor"):
+    if world_size > 1 and strategy == "pipeline":
+        from seqlab.distributed.pipeline_parallel import check_pipeline
+
+        check_pipeline(trainer.distributed, config.task, world_size)
+        if trainer.mixed_precision == "float16":
+            raise ConfigError(
+                "trainer.mixed_precision=float16 does not work with "
+                "trainer.distributed.strategy=pipeline (each stage's loss scaler would skip "
+                "steps on its own); use bfloat16"
+            )
+    if world_size > 1 and strategy in ("fsdp", "tensor", "pipeline"):
         # The moving average, weight noise and warm start use full copies of the weights.
         used = [
             key
@@ -96,8 +106,8 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
         ]
         if used:
             raise ConfigError(
-                f"{' and '.join(used)} do not work with trainer.distributed.strategy={strategy} "
-                "yet; "
+                f"{' and '.join(used)} do not work with trainer.distributed.strategy="
+                f"{strategy} yet; "
                 "use strategy=ddp or turn them off"
             )
 

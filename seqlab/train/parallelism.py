@@ -1,17 +1,19 @@
-"""Parallelism strategies of the training loop: how parameters are replicated across the
-processes of a job.
+"""Parallelism strategies of the training loop: how parameters are replicated (or split)
+across the processes of a job.
 
-A strategy owns wrapping the model for training, gradient synchronisation during
-accumulation, reductions of metrics across ranks, the checkpoint backend, and where the
-periodic eval and decode run. The loop (seqlab.train.trainer) is the same for all of them.
+A strategy owns wrapping the model for training, the forward and backward pass of a batch
+(``forward_backward``), gradient synchronisation during accumulation, reductions of metrics
+across ranks, the checkpoint backend, and where the periodic eval and decode run. The loop
+(seqlab.train.trainer) is the same for all of them.
 ``SingleProcess`` (strategy ``none``) is defined here; DDP and FSDP2 live in
-seqlab.distributed.strategies and are imported only when a torchrun job asks for them.
+seqlab.distributed.strategies, pipeline stages in seqlab.distributed.pipeline_parallel, all
+imported only when a torchrun job asks for them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from seqlab.train.checkpoint import (
 )
 from seqlab.train.checkpoint_fit import load_model_state
 from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.gradient_norm import gradient_norm
 from seqlab.train.parallelism_config import ParallelismConfig
 from seqlab.train.world import World
 
@@ -66,6 +69,9 @@ class Parallelism:
     whole model (strategy ``none``): collectives are identities, checkpoints one file."""
 
     name = "none"
+    # Whether this rank's batch counts (tokens) enter the totals over ranks: false on ranks
+    # that share one batch (pipeline stages other than the last).
+    counts_batch: bool = True
 
     def __init__(self, world: World, device: torch.device) -> None:
         self.world = world
@@ -99,6 +105,46 @@ class Parallelism:
     def data_parallel_rank(self) -> int:
         """This rank's place among those ``data_parallel_size`` ranks."""
         return self.world.rank
+
+    def forward_backward(
+        self,
+        model: nn.Module,
+        batch: NestedMap,
+        has_examples: bool,
+        forward_context: Callable[[], contextlib.AbstractContextManager],
+        scale_loss: Callable[[torch.Tensor, float], torch.Tensor],
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Forward and backward of this rank's slice of one global batch.
+
+        Backpropagates ``scale_loss(loss, share)``, where ``share`` is this slice's share of
+        the global batch's loss weight times ``data_parallel_size`` (DDP and FSDP2 average
+        gradients over those ranks), or 0 when the global loss is not finite.
+
+        Args:
+          model: what ``wrap`` returned.
+          batch: this rank's slice (a rank ``has_examples`` or runs one example weighted 0).
+          forward_context: the context of the forward pass (autocast).
+          scale_loss: (loss, share) -> the tensor to backpropagate (the trainer's
+            accumulation and loss-scaler factors applied).
+
+        Returns:
+          (the global batch's token-weighted loss, identical on every rank; this rank's
+          metrics, as ``Task.compute_loss`` returns them).
+        """
+        with forward_context():
+            loss, metrics = model(batch)
+        weight = float(metrics["loss"][1]) if has_examples else 0.0
+        local = torch.tensor([float(loss.detach()) * weight, weight], dtype=torch.float64)
+        weighted_loss, total_weight = self.sum_over_data(local).tolist()
+        global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
+        share = weight / max(total_weight, 1e-12) * self.data_parallel_size
+        scale_loss(loss, share if torch.isfinite(global_loss) else 0.0).backward()
+        return global_loss, metrics
+
+    def gradient_norm(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
+        """The L2 norm of all of the model's gradients together (over every rank's; DTensor
+        shards and plain gradients alike)."""
+        return gradient_norm(params)
 
     # ---- collectives -----------------------------------------------------------------------
     def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:

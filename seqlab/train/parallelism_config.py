@@ -7,7 +7,8 @@ from typing import Literal
 
 from seqlab.core.config import Config, param
 
-Strategy = Literal["auto", "none", "ddp", "fsdp", "tensor"]
+Strategy = Literal["auto", "none", "ddp", "fsdp", "tensor", "pipeline"]
+PipelineSchedule = Literal["gpipe", "1f1b"]
 Backend = Literal["auto", "gloo", "nccl"]
 
 
@@ -19,9 +20,10 @@ class ParallelismConfig(Config):
         "auto",
         doc="auto (none in one process, ddp under torchrun), none (one process), ddp "
         "(DistributedDataParallel: full replica per process), fsdp (FSDP2 fully_shard: "
-        "parameters, gradients and optimizer state sharded across processes) or tensor "
+        "parameters, gradients and optimizer state sharded across processes), tensor "
         "(attention heads and feed-forward widths split across processes, each on the whole "
-        "batch).",
+        "batch) or pipeline (the layers cut into one stage per process, micro-batches flowing "
+        "through them).",
     )
     backend: Backend = param(
         "auto", doc="Process-group backend: auto (nccl on CUDA devices, else gloo), gloo or nccl."
@@ -42,4 +44,20 @@ class ParallelismConfig(Config):
         True,
         doc="FSDP2: free gathered parameters after forward (less memory, one more "
         "all-gather in backward).",
+    )
+    pipeline_microbatches: int = param(
+        4,
+        doc="Pipeline: micro-batches each global batch is split into (at least the number of "
+        "stages, i.e. processes).",
+        at_least=1,
+    )
+    pipeline_schedule: PipelineSchedule = param(
+        "1f1b",
+        doc="Pipeline: gpipe (every micro-batch's forward, then every backward) or 1f1b (one "
+        "forward, one backward in the steady state: fewer activations held).",
+    )
+    pipeline_boundaries: tuple[int, ...] = param(
+        (),
+        doc="Pipeline: the first layer of stages 1, 2, ... (one fewer than the stages, "
+        "increasing); empty: the layers split evenly, earlier stages taking the remainder.",
     )

@@ -3,10 +3,10 @@
 It optimizes a task on ``trainer.device``, accumulates gradients over
 ``trainer.grad_accum_steps`` batches, checkpoints, and evaluates and decodes at intervals.
 How parameters are replicated across processes is a strategy (seqlab.train.parallelism):
-``none`` in one process, DDP or FSDP2 under torchrun. Every rank runs the same loop over the
-same global batch stream and trains on its slice of each global batch; the loss of each
-slice is scaled by its share of the global batch's loss weight (e.g. target tokens), so the
-averaged gradient equals the one a single process computes on the whole batch.
+``none`` in one process, DDP, FSDP2 or pipeline stages under torchrun. Every rank runs the
+same loop over the same global batch stream and trains on its slice of each global batch;
+the loss of each slice is scaled by its share of the global batch's loss weight (e.g. target
+tokens), so the averaged gradient equals the one a single process computes on the whole batch.
 
 Killed at any moment and restarted with the same command, it resumes from the newest good
 checkpoint, including the position in the data stream and every random generator.
@@ -42,7 +42,7 @@ from seqlab.train.ema import EMA_CHECKPOINT_KEY, EMA_JOB_SUFFIX
 from seqlab.train.evaler import evaluate, write_eval_metrics
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
-from seqlab.train.gradient_norm import clip_gradients_, gradient_norm
+from seqlab.train.gradient_norm import clip_gradients_
 from seqlab.train.metrics_accumulator import reduce_metric
 from seqlab.train.mixed_precision import autocast, check_mixed_precision, grad_scaler
 from seqlab.train.optim import LearningRateSchedule
@@ -311,7 +311,7 @@ class Trainer:
         return MicroBatch(
             global_indices=list(global_indices),
             batch=batch,
-            tokens=batch_tokens(batch) if local else 0.0,
+            tokens=batch_tokens(batch) if local and self.parallel.counts_batch else 0.0,
             has_examples=bool(local),
             stream_state=copy.deepcopy(self.stream.state_dict()),
             epoch=int(self.stream.epoch),
@@ -415,29 +415,27 @@ class Trainer:
             batch = micro.batch.to(self.device, non_blocking=True)
             last = number == len(micro_batches) - 1
             with self.parallel.gradient_sync(self.model, last):
-                with autocast(tc.mixed_precision, self.device):
-                    loss, metrics = self.model(batch)
-                names = sorted(metrics)
-                # One copy from the device for the loss and every metric with its weight.
-                numbers = torch.stack(
-                    [loss.detach().double()]
-                    + [
-                        torch.as_tensor(x, device=loss.device).detach().double()
-                        for name in names
-                        for x in metrics[name]
-                    ]
-                ).tolist()
-                weight = numbers[2 + 2 * names.index("loss")] if micro.has_examples else 0.0
-                local = torch.tensor([numbers[0] * weight, weight], dtype=torch.float64)
-                weighted_loss, total_weight = self.parallel.sum_over_data(local).tolist()
-                global_loss = torch.tensor(weighted_loss / max(total_weight, 1e-12))
-                problem = problem or self._check_finite(global_loss, None)
-                # DDP and FSDP2 average gradients over ranks, hence their number.
-                scale = weight / max(total_weight, 1e-12) * self.parallel.data_parallel_size
-                scale = 0.0 if problem else scale / len(micro_batches)
-                self.scaler.scale(loss * scale).backward()
+                global_loss, metrics = self.parallel.forward_backward(
+                    self.model,
+                    batch,
+                    micro.has_examples,
+                    forward_context=lambda: autocast(tc.mixed_precision, self.device),
+                    scale_loss=lambda loss, share: self.scaler.scale(
+                        loss * (share / len(micro_batches))
+                    ),
+                )
+            problem = problem or self._check_finite(global_loss, None)
+            names = sorted(metrics)
+            # One copy from the device for every metric with its weight.
+            numbers = torch.stack(
+                [
+                    torch.as_tensor(x, device=self.device).detach().double()
+                    for name in names
+                    for x in metrics[name]
+                ]
+            ).tolist()
             for i, name in enumerate(names):
-                value, metric_weight = numbers[1 + 2 * i : 3 + 2 * i]
+                value, metric_weight = numbers[2 * i : 2 * i + 2]
                 w = metric_weight if micro.has_examples else 0.0
                 total = sums.setdefault(name, [0.0, 0.0])
                 total[0] += value * w
@@ -448,7 +446,7 @@ class Trainer:
         """Clips the gradients to ``clip_gradient_norm``; returns (problem, norm before)."""
         tc = self.config.trainer
         self.scaler.unscale_(self.optimizer)
-        grad_norm = gradient_norm(self.params)
+        grad_norm = self.parallel.gradient_norm(self.params)
         # Checked before clipping: scaling by max_norm / inf would turn every gradient
         # into 0 or NaN and hide which parameters were at fault.
         problem = self._check_finite(loss, grad_norm)

@@ -1,0 +1,278 @@
+"""Pipeline parallelism: a model's layers cut into one stage per process (see
+seqlab.distributed.pipeline_stages), with micro-batches flowing through them on a GPipe or
+1F1B schedule of ``torch.distributed.pipelining``.
+
+Every rank builds the whole task (same seed, same weights), then keeps only its stage. The
+stages that keep a copy of the shared embedding matrix sum its gradients after every global
+batch, so the copies stay equal. Checkpoints go through DCP under the unsplit model's names,
+so a pipeline run resumes in one process.
+
+Every rank collates the whole global batch; the schedule splits it into micro-batches along
+the batch dimension (padded with empty rows to a multiple of them). The last stage computes
+each micro-batch's loss, weighted by its share of the global batch's loss weight (target
+tokens), so the gradients are those of the unsplit model on the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from seqlab.core.config import ConfigError
+from seqlab.core.nested_map import NestedMap
+from seqlab.distributed.checkpoint import (
+    load_sharded_state,
+    read_extra,
+    save_sharded_checkpoint,
+    sharded_model_shapes,
+)
+from seqlab.distributed.pipeline_stages import StageModule, stage_layers, stage_module_for
+from seqlab.distributed.process_group import barrier, gather_objects
+from seqlab.distributed.strategies import DataParallel
+from seqlab.models.base import Metrics, Task
+from seqlab.train.checkpoint import CheckpointError
+from seqlab.train.checkpoint_fit import check_model_fit
+from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.parallelism import to_cpu
+from seqlab.train.parallelism_config import ParallelismConfig
+from seqlab.train.world import World
+
+
+def check_pipeline(config: ParallelismConfig, task: Any, num_stages: int) -> None:
+    """Refuses, in one line naming the key, a pipeline layout this model cannot take."""
+    module = stage_module_for(task)
+    stage_layers(module.num_layers(task), num_stages, config.pipeline_boundaries)
+    if config.pipeline_microbatches < num_stages:
+        raise ConfigError(
+            f"trainer.distributed.pipeline_microbatches={config.pipeline_microbatches} is "
+            f"fewer than the {num_stages} pipeline stages (processes); set it to at least "
+            f"{num_stages}"
+        )
+
+
+def _combine(metrics: list[Metrics]) -> Metrics:
+    """Micro-batches' metrics as one batch's: weighted means with summed weights."""
+    out: Metrics = {}
+    for name in metrics[0]:
+        pairs = [(float(m[name][0]), float(m[name][1])) for m in metrics if name in m]
+        weight = sum(w for _, w in pairs)
+        out[name] = (sum(v * w for v, w in pairs) / weight if weight else 0.0, weight)
+    return out
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    return [t for item in tree for t in _tensors(item)]
+
+
+def _pad_rows(value: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
+    """``value`` [B, ...] with rows of ``fill`` added up to ``rows``."""
+    if value.shape[0] == rows:
+        return value
+    pad = value.new_full((rows - value.shape[0], *value.shape[1:]), fill)
+    return torch.cat([value, pad])
+
+
+class PipelineParallel(DataParallel):
+    """Strategy ``pipeline``: stage ``rank`` of ``world_size`` on every rank."""
+
+    name = "pipeline"
+
+    def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
+        super().__init__(config, world, device)
+        self.num_stages = world.world_size
+        self.first = world.rank == 0
+        self.last = world.rank == self.num_stages - 1
+        self.counts_batch = self.last
+        self._stage: StageModule | None = None
+        self._schedule: Any = None
+        self._schedule_shapes: list[torch.Size] = []
+        self._tied_group: Any = None
+        self._counts_tied = True
+        self._scale_loss: Callable[[torch.Tensor, float], torch.Tensor] | None = None
+        self._total_weight = 0.0
+        self._forward_context: Callable[[], contextlib.AbstractContextManager] = (
+            contextlib.nullcontext
+        )
+
+    # ---- the stage ------------------------------------------------------------------------
+    def wrap(self, task: Task) -> nn.Module:
+        module = stage_module_for(task)
+        ranges = stage_layers(
+            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries
+        )
+        # Every rank creates every group, in the same order.
+        sharing = module.embedding_stages(task, ranges)
+        self._tied_group = dist.new_group(sharing) if len(sharing) > 1 else None
+        self._counts_tied = self.world.rank == sharing[0]
+        self._stage = module(task, ranges, self.world.rank, lambda: self._forward_context())
+        return self._stage
+
+    def _tied(self) -> list[nn.Parameter]:
+        """This stage's copy of the embedding matrix that several stages share, if any."""
+        assert self._stage is not None
+        embedding = self._stage.task.embedding
+        return [] if self._tied_group is None or embedding is None else [embedding.weight]
+
+    def _schedule_for(self, batch: NestedMap, rows: int) -> Any:
+        """The schedule for micro-batches of ``rows`` rows of ``batch``, made anew when the
+        shapes change (a stage's buffers have static shapes)."""
+        assert self._stage is not None
+        inputs, outputs = self._stage.boundary_examples(batch, rows)
+        shapes = [t.shape for t in _tensors((inputs, outputs))]
+        if self._schedule is not None and shapes == self._schedule_shapes:
+            return self._schedule
+        stage = PipelineStage(
+            self._stage,
+            self.world.rank,
+            self.num_stages,
+            self.device,
+            input_args=inputs,
+            output_args=outputs,
+        )
+        schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+        self._schedule = schedule_class[self.config.pipeline_schedule](
+            stage,
+            self.config.pipeline_microbatches,
+            loss_fn=self._micro_batch_loss,
+            scale_grads=False,
+        )
+        self._schedule_shapes = shapes
+        return self._schedule
+
+    def _micro_batch_loss(self, loss: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The last stage's micro-batch loss weighted by its share of the global batch's loss
+        weight (``target``, the micro-batch's paddings, is what the schedule requires)."""
+        assert self._stage is not None and self._scale_loss is not None
+        weight = float(self._stage.metrics[-1]["loss"][1])
+        return self._scale_loss(loss, weight / max(self._total_weight, 1e-12))
+
+    # ---- training ---------------------------------------------------------------------------
+    def forward_backward(
+        self,
+        model: nn.Module,
+        batch: NestedMap,
+        has_examples: bool,
+        forward_context: Callable[[], contextlib.AbstractContextManager],
+        scale_loss: Callable[[torch.Tensor, float], torch.Tensor],
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Runs the schedule over the whole global batch; returns the global loss on every
+        rank and the metrics (weight 0 on all but the last stage)."""
+        stage = self._stage
+        assert stage is not None
+        microbatches = self.config.pipeline_microbatches
+        rows = -(-batch[stage.root_field].shape[0] // microbatches) * microbatches
+        inputs = {
+            name: _pad_rows(batch[name], rows, 1.0 if name.endswith("paddings") else 0)
+            for name in stage.batch_fields
+        }
+        self._total_weight = stage.loss_weight(batch)
+        self._scale_loss = scale_loss
+        self._forward_context = forward_context
+        stage.metrics.clear()
+        schedule = self._schedule_for(batch, rows // microbatches)
+        args = (_pad_rows(batch[stage.root_field], rows, 0),) if self.first else ()
+        # The schedule wants a target per micro-batch; the loss weights come from the metrics.
+        target = inputs[stage.batch_fields[0]]
+        schedule.step(*args, target=target, return_outputs=False, **inputs)
+        combined = gather_objects(_combine(stage.metrics) if self.last else None, self.world)
+        metrics = combined[-1]
+        global_loss = torch.tensor(metrics["loss"][0])
+        if not self.last:  # counted once, by the last stage
+            metrics = {name: (value, 0.0) for name, (value, _) in metrics.items()}
+        return global_loss, metrics
+
+    def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        return self._summing_tied_gradients() if last else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _summing_tied_gradients(self) -> Iterator[None]:
+        yield
+        for param in self._tied():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            dist.all_reduce(param.grad, group=self._tied_group)
+
+    def local_indices(self, global_indices: Sequence[int]) -> list[int]:
+        return list(global_indices)  # every stage sees the whole batch
+
+    def gradient_norm(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
+        """Over every stage's gradients, the shared embedding's counted once."""
+        tied = set() if self._counts_tied else {id(p) for p in self._tied()}
+        grads = [p.grad for p in params if p.grad is not None and id(p) not in tied]
+        local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        squared = local.double().square().reshape(1)
+        return self.all_reduce(squared).sqrt()[0].to(local.dtype)
+
+    # ---- checkpoints: each stage writes its own parameters under the unsplit names ----------
+    def save(
+        self,
+        directory: Path,
+        step: int,
+        task: Task,
+        optimizer: torch.optim.Optimizer,
+        extra: dict[str, Any],
+    ) -> Path:
+        model, optimizer_state = get_state_dict(task, optimizer)
+        # DCP keeps one copy of a value that several ranks save under one key, so every stage
+        # lists the whole model's parameters (in the unsplit order) in its param groups.
+        groups = gather_objects([g["params"] for g in optimizer_state["param_groups"]], self.world)
+        optimizer_state["param_groups"] = [
+            {**group, "params": list(dict.fromkeys(n for ranks in groups for n in ranks[i]))}
+            for i, group in enumerate(optimizer_state["param_groups"])
+        ]
+        state = {"model": model, "optimizer": optimizer_state}
+        return save_sharded_checkpoint(directory, step, state, extra, self.world)
+
+    def load(
+        self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """Loads this stage's parameters and optimizer state from the newest good .dcp
+        checkpoint (of any layout)."""
+        path = self._newest_checkpoint(directory)
+        if path is None:
+            return None
+        if not path.is_dir():
+            raise CheckpointError(
+                f"checkpoint {path} is a single-process file; trainer.distributed.strategy="
+                f"pipeline resumes .dcp checkpoints only: resume it with ddp or fsdp first"
+            )
+        payload = read_extra(path)
+        own = task.state_dict()
+        shapes = sharded_model_shapes(path)
+        check_model_fit(
+            task, {k: v for k, v in shapes.items() if k in own}, path, payload.get("config")
+        )
+        model, optimizer_state = get_state_dict(task, optimizer)
+        own_groups = [g["params"] for g in optimizer_state["param_groups"]]
+        state = {"model": model, "optimizer": optimizer_state}
+        load_sharded_state(path, state)
+        for group, names in zip(state["optimizer"]["param_groups"], own_groups, strict=True):
+            group["params"] = names
+        set_state_dict(
+            task, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+        )
+        return path, payload
+
+    # ---- eval and decode: rank 0 evaluates the whole model, gathered from the stages ------
+    @contextlib.contextmanager
+    def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
+        states: list[Any] | None = [None] * self.num_stages if self.world.is_main else None
+        dist.gather_object(to_cpu(task.state_dict()), states, dst=0)
+        try:
+            if states is None:
+                yield None
+                return
+            full = {name: value for state in states for name, value in state.items()}
+            yield self._replica_of(full, task, config)
+        finally:
+            barrier(self.world)

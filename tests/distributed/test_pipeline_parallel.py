@@ -1,0 +1,219 @@
+"""Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
+stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
+batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoint
+resumes in one process and as a pipeline; layouts that do not fit are refused in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seqlab.core.config import ConfigError
+from seqlab.core.registry import get_experiment
+from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
+from seqlab.distributed.checkpoint import read_sharded_checkpoint, sharded_checkpoint_path
+from seqlab.distributed.pipeline_stages import stage_layers
+from seqlab.train.checkpoint import checkpoint_path, load_checkpoint
+from seqlab.train.experiment import ExperimentConfig
+from seqlab.train.experiment_checks import check_experiment
+from seqlab.train.run_context import build_context
+from seqlab.train.trainer import Trainer
+
+Job = Callable[..., Any]  # the `job` fixture of conftest.py
+EXPERIMENT = "lm.bible_en.transformer_tiny"  # 2 layers, dropout 0
+MT_EXPERIMENT = "mt.bible_en_es.transformer_tiny"  # 2 encoder and 2 decoder layers
+MT_DROPOUTS = [
+    f"task.{key}=0.0"
+    for key in [
+        "input_dropout_prob",
+        *(
+            f"{stack}.layer.{part}.dropout_prob"
+            for stack in ("encoder", "decoder")
+            for part in ("self_attention", "ffn")
+        ),
+        "decoder.layer.cross_attention.dropout_prob",
+        "encoder.layer.residual_dropout_prob",
+        "decoder.layer.residual_dropout_prob",
+    ]
+]
+STEPS = 4
+WEIGHT_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
+
+needs_bible = pytest.mark.skipif(
+    not (DEFAULT_SWORD_ROOT / "mods.d").is_dir(),
+    reason="Bible SWORD modules not installed (scripts/setup.sh installs them)",
+)
+
+
+def overrides(cache_dir: Path, max_steps: int = STEPS) -> list[str]:
+    return [
+        f"data.cache_dir={cache_dir}",
+        "data.train_limit=400",
+        "data.eval_limit=10",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.checkpoint_every_steps={STEPS}",
+        "trainer.keep_checkpoints=0",
+        "trainer.eval_every_steps=0",
+        "trainer.decode_every_steps=0",
+        "trainer.log_every_steps=1",
+        "trainer.num_threads=1",
+        "trainer.schedule.warmup_steps=2",
+        "trainer.schedule.total_steps=20",
+        "trainer.optimizer.epsilon=1e-6",  # see tests/distributed/test_distributed_training.py
+    ]
+
+
+def make_config(
+    cache_dir: Path, max_steps: int = STEPS, experiment: str = EXPERIMENT
+) -> ExperimentConfig:
+    config = get_experiment(experiment)
+    config.apply_overrides(overrides(cache_dir, max_steps))
+    if experiment == MT_EXPERIMENT:
+        config.apply_overrides(MT_DROPOUTS)
+    return config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build_context(make_config(bible_cache_dir), tmp_path_factory.mktemp("prepare"), True)
+    return bible_cache_dir
+
+
+@pytest.fixture(scope="module")
+def single_run(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    logdir = tmp_path_factory.mktemp("single")
+    Trainer(make_config(cache_dir), logdir, show_progress=False).train()
+    return logdir
+
+
+def pipeline_run(
+    logdir: Path,
+    cache_dir: Path,
+    job: Job,
+    *sets: str,
+    max_steps: int = STEPS,
+    experiment: str = EXPERIMENT,
+) -> None:
+    """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
+    sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
+    if experiment == MT_EXPERIMENT:
+        sets = (*sets, *MT_DROPOUTS)
+    args = [a for o in sets for a in ("--set", o)]
+    command = [sys.executable, "-m", "seqlab", "train", "--experiment", experiment]
+    result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"training done at step {max_steps}" in result.stdout
+
+
+def train_curve(logdir: Path, tag: str) -> dict[int, float]:
+    events = EventAccumulator(str(logdir / "train"))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def assert_weights_of(logdir: Path, single_run: Path) -> None:
+    """The final checkpoint of ``logdir`` (a .dcp) has the single run's weights."""
+    final = read_sharded_checkpoint(sharded_checkpoint_path(logdir / "checkpoints", STEPS))
+    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
+    assert sorted(final["model"]) == sorted(expected["model"])
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][name], value, **WEIGHT_TOLERANCE, msg=name)
+
+
+@pytest.mark.slow
+@needs_bible
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_two_stages_reach_the_weights_of_one_process(
+    schedule: str, single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
+) -> None:
+    pipeline_run(
+        tmp_path,
+        cache_dir,
+        job,
+        f"trainer.distributed.pipeline_schedule={schedule}",
+        "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
+    )
+    assert_weights_of(tmp_path, single_run)
+    # The same loss and gradient norm (over both stages, the shared embedding counted once).
+    for tag in ("loss", "grad_norm"):
+        single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
+        assert sorted(pipeline) == list(range(1, STEPS + 1))
+        for step, value in single.items():
+            assert pipeline[step] == pytest.approx(value, rel=1e-4), (tag, step)
+
+    # The pipeline checkpoint resumes in one process, which trains on from it.
+    config = make_config(cache_dir, STEPS + 2)
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    assert trainer.train() == STEPS + 2
+    resumed = load_checkpoint(checkpoint_path(tmp_path / "checkpoints", STEPS + 2))
+    assert resumed["step"] == STEPS + 2
+
+
+@pytest.mark.slow
+@needs_bible
+def test_a_pipeline_run_resumes_as_a_pipeline(
+    single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
+) -> None:
+    pipeline_run(tmp_path, cache_dir, job, max_steps=STEPS // 2)
+    pipeline_run(tmp_path, cache_dir, job)
+    assert_weights_of(tmp_path, single_run)
+
+
+@pytest.mark.slow
+@needs_bible
+def test_the_mt_model_cut_inside_its_decoder_reaches_the_weights_of_one_process(
+    cache_dir: Path, tmp_path: Path, job: Job
+) -> None:
+    single = tmp_path / "single"
+    Trainer(make_config(cache_dir, experiment=MT_EXPERIMENT), single, show_progress=False).train()
+    # Stage 0: the encoder and the first decoder layer (it embeds the target too); stage 1:
+    # the second decoder layer, the output projection and the loss.
+    pipeline_run(
+        tmp_path / "pipeline",
+        cache_dir,
+        job,
+        "trainer.distributed.pipeline_boundaries=[3]",
+        experiment=MT_EXPERIMENT,
+    )
+    assert_weights_of(tmp_path / "pipeline", single)
+
+
+def test_stages_split_the_layers_evenly_or_at_the_boundaries() -> None:
+    assert stage_layers(5, 2, ()) == [range(0, 3), range(3, 5)]
+    assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
+    assert stage_layers(6, 3, (1, 5)) == [range(0, 1), range(1, 5), range(5, 6)]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ([], r"3 stages \(processes\) but the model has 2 layers"),
+        (["trainer.distributed.pipeline_microbatches=2"], "fewer than the 3 pipeline stages"),
+    ],
+)
+def test_layouts_that_do_not_fit_are_refused(sets: list[str], message: str) -> None:
+    config = get_experiment(EXPERIMENT)
+    config.apply_overrides(["trainer.distributed.strategy=pipeline", *sets])
+    if sets:  # enough layers for 3 stages: the micro-batches are what is wrong
+        config.apply_overrides(["task.stack.num_layers=3"])
+    with pytest.raises(ConfigError, match=message):
+        check_experiment(config, world_size=3)
+
+
+def test_boundaries_that_do_not_cut_the_layers_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"pipeline_boundaries=\[2, 1\]: give 2 increasing"):
+        stage_layers(4, 3, (2, 1))
+
+
+def test_models_other_than_the_transformers_are_refused() -> None:
+    config = get_experiment("lm.bible_en.lstm_tiny")
+    config.apply_overrides(["trainer.distributed.strategy=pipeline"])
+    with pytest.raises(ConfigError, match="TransformerLM and TransformerMT only, not LSTMLM"):
+        check_experiment(config, world_size=2)
