@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Throughput and peak memory of seqlab training with 1 and 2 processes (torchrun, CPU/gloo).
+"""Throughput and peak memory of seqlab training with 1 and 2 processes (torchrun, CPU/gloo):
+one process, and two under each strategy (ddp, fsdp, tensor, pipeline).
 
 Each configuration runs the real trainer (``seqlab.train.trainer.Trainer``) under
 torchrun on the built-in Bible corpus, with the same global batch whatever the number of
@@ -36,7 +37,7 @@ from seqlab.train.trainer import Trainer
 from seqlab.train.world import world_from_env
 
 # (processes, trainer.distributed.strategy)
-CONFIGURATIONS = [(1, "none"), (2, "ddp"), (2, "fsdp")]
+CONFIGURATIONS = [(1, "none"), (2, "ddp"), (2, "fsdp"), (2, "tensor"), (2, "pipeline")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
