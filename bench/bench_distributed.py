@@ -85,7 +85,7 @@ def run_worker(args: argparse.Namespace) -> None:
     train_step = trainer.train_step
     marks: list[tuple[float, float]] = []  # (time after the step, global tokens of the step)
 
-    def timed_step(indices: list[int]) -> dict[str, float]:
+    def timed_step(indices: list[int] | None = None) -> dict[str, float]:
         metrics = train_step(indices)
         marks.append((time.perf_counter(), metrics["tokens"]))
         return metrics
