@@ -39,6 +39,7 @@ from seqlab.data.text_pairs import (
     iter_parquet_rows,
     parse_pair_line,
 )
+from seqlab.data.token_shards import EmptyTexts
 
 PAIR_FILE_SUFFIXES = (".tsv", ".jsonl", ".json", ".parquet")
 # Pairs parsed and tokenized together while a window is read: bounds the raw text in memory.
@@ -156,21 +157,6 @@ class _WindowIds:
         return ids + [EOS_ID] if self.eos else ids
 
 
-class _NoText:
-    """The raw text of streamed pairs, which is not kept: empty strings."""
-
-    def __init__(self, window: StreamedPairs) -> None:
-        self.window = window
-
-    def __len__(self) -> int:
-        return len(self.window)
-
-    def __getitem__(self, i: int) -> str:
-        if not -len(self.window) <= i < len(self.window):
-            raise IndexError(i)
-        return ""
-
-
 class StreamedPairs:
     """The training pairs of the current window, as ``collate`` reads them (indices are
     positions in the window); :class:`PairStream` fills it.
@@ -196,7 +182,8 @@ class StreamedPairs:
         self._lengths = np.zeros(0, np.int64)
         self.source_ids = _WindowIds(self, "src", eos=True)
         self.target_ids = _WindowIds(self, "tgt", eos=False)
-        self.source_text = self.target_text = _NoText(self)
+        # The raw text of streamed pairs is not kept.
+        self.source_text = self.target_text = EmptyTexts(0)
         # Over the windows this process has read (reported with the run's metrics).
         self.num_skipped = 0
         self.num_too_long = 0
@@ -234,6 +221,7 @@ class StreamedPairs:
         src_lengths = np.diff(self.ids["src"][1])
         tgt_lengths = np.diff(self.ids["tgt"][1])
         self._lengths = np.maximum(src_lengths + 1, tgt_lengths + 1)
+        self.source_text = self.target_text = EmptyTexts(len(self._lengths))
 
 
 class PairStream:
