@@ -100,6 +100,33 @@ class BeamSearchResult:
         return self.log_probs[:, 0]
 
 
+# Batch compaction (models with ``select_examples``): the examples that have stopped leave the
+# batch once they are at least this fraction of it. Each compaction copies the filled caches
+# of the examples that stay, so it is not done for every single example that stops.
+COMPACT_FRACTION = 0.25
+
+
+def _store(
+    final: NestedMap,
+    examples: Tensor,
+    ids: Tensor,
+    lengths: Tensor,
+    scores: Tensor,
+    log_probs: Tensor,
+    rows: Tensor | None = None,
+) -> None:
+    """Writes n-best lists into ``final`` at the original ``examples`` ([B'] long).
+
+    ``ids`` [B, N, T], ``lengths``, ``scores``, ``log_probs`` [B, N] are those of the examples
+    decoded now; ``rows`` [B] boolean picks which of them to write (all when None).
+    """
+    values = (ids, lengths, scores, log_probs)
+    if rows is not None:
+        values = tuple(v[rows] for v in values)
+    for name, value in zip(("ids", "lengths", "scores", "log_probs"), values, strict=True):
+        final[name][examples] = value
+
+
 def _gather_beams(values: Tensor, beams: Tensor) -> Tensor:
     """Picks beams per example: values [B, K, ...], beams [B, M] -> [B, M, ...]."""
     index = beams.view(*beams.shape, *[1] * (values.dim() - 2))
@@ -196,6 +223,8 @@ class BeamSearch(Configurable):
         longest_penalty = length_penalty(max_lengths + 1, alpha)  # [B]
 
         state = model.expand_state(state, k)
+        select_examples = getattr(model, "select_examples", None)
+        active = torch.arange(b, device=device)  # the original index of each example decoded
         ids = torch.full((b * k,), bos_id, dtype=torch.long, device=device)
         history = torch.full((b, k, num_steps), eos_id, dtype=torch.long, device=device)
         # Only beam 0 may expand at first; otherwise the beam would fill with K copies.
@@ -207,6 +236,13 @@ class BeamSearch(Configurable):
         nbest_scores = torch.full((b, n), -math.inf, device=device)
         nbest_log_probs = torch.full((b, n), -math.inf, device=device)
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        # The n-best lists of all B examples; an example's are written when it leaves.
+        final = NestedMap(
+            ids=nbest_ids.clone(),
+            lengths=nbest_lengths.clone(),
+            scores=nbest_scores.clone(),
+            log_probs=nbest_log_probs.clone(),
+        )
 
         for t in range(num_steps):
             step_log_probs, state, attention = model.extend_step(state, ids)
@@ -252,7 +288,8 @@ class BeamSearch(Configurable):
             # An example stops when no live beam can beat the worst of its n-best (module doc).
             best_possible = live_log_probs[:, 0] / longest_penalty
             done |= nbest_scores[:, -1] >= best_possible
-            if bool(done.all()):
+            num_done = int(done.sum())
+            if num_done == b:
                 break
             live_log_probs = live_log_probs.masked_fill(done[:, None], -math.inf)
             history = _gather_beams(history, beams)
@@ -261,10 +298,39 @@ class BeamSearch(Configurable):
             rows = beams + k * torch.arange(b, device=device)[:, None]
             state = model.reorder_state(state, rows.view(-1))
             ids = ids.view(-1)
+            if select_examples is not None and num_done >= b * COMPACT_FRACTION:
+                # Batch compaction: the examples that stopped leave the batch for good.
+                _store(
+                    final,
+                    active[done],
+                    nbest_ids,
+                    nbest_lengths,
+                    nbest_scores,
+                    nbest_log_probs,
+                    done,
+                )
+                kept = (~done).nonzero().squeeze(1)
+                state = select_examples(state, kept)
+                active, max_lengths, longest_penalty, source_lengths = (
+                    v.index_select(0, kept)
+                    for v in (active, max_lengths, longest_penalty, source_lengths)
+                )
+                ids = ids.view(b, k).index_select(0, kept).view(-1)
+                history, coverage, live_log_probs = (
+                    v.index_select(0, kept) for v in (history, coverage, live_log_probs)
+                )
+                nbest_ids, nbest_lengths, nbest_scores, nbest_log_probs = (
+                    v.index_select(0, kept)
+                    for v in (nbest_ids, nbest_lengths, nbest_scores, nbest_log_probs)
+                )
+                done = done.index_select(0, kept)
+                b = kept.shape[0]
+                limits = set(max_lengths.tolist())
 
-        lengths = nbest_lengths.masked_fill(nbest_scores == -math.inf, 0).tolist()
+        _store(final, active, nbest_ids, nbest_lengths, nbest_scores, nbest_log_probs)
+        lengths = final.lengths.masked_fill(final.scores == -math.inf, 0).tolist()
         hyps = [
             [row[:length] for row, length in zip(rows_b, lengths_b, strict=True)]
-            for rows_b, lengths_b in zip(nbest_ids.tolist(), lengths, strict=True)
+            for rows_b, lengths_b in zip(final.ids.tolist(), lengths, strict=True)
         ]
-        return BeamSearchResult(ids=hyps, scores=nbest_scores, log_probs=nbest_log_probs)
+        return BeamSearchResult(ids=hyps, scores=final.scores, log_probs=final.log_probs)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from seqlab.core.nested_map import NestedMap
+from seqlab.decoding.beam_search import COMPACT_FRACTION
 from seqlab.decoding.step_model import IncrementalModel
 
 
@@ -33,16 +34,27 @@ def greedy_search(
     """
     num_steps = int(max_lengths.max())
     device = max_lengths.device
+    select_examples = getattr(model, "select_examples", None)
+    active = torch.arange(batch_size, device=device)  # the original row of each row decoded
     ids = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
     outputs = torch.full((batch_size, num_steps), eos_id, dtype=torch.long, device=device)
     finished = max_lengths <= 0
+    row_max_lengths = max_lengths
     for t in range(num_steps):
-        if bool(finished.all()):
+        num_finished = int(finished.sum())
+        if num_finished == finished.shape[0]:
             break
+        if select_examples is not None and num_finished >= finished.shape[0] * COMPACT_FRACTION:
+            kept = (~finished).nonzero().squeeze(1)  # batch compaction (see beam_search)
+            state = select_examples(state, kept)
+            active, ids, row_max_lengths = (
+                v.index_select(0, kept) for v in (active, ids, row_max_lengths)
+            )
+            finished = finished.index_select(0, kept)
         log_probs, state, _ = model.extend_step(state, ids)
         ids = log_probs.argmax(-1).masked_fill(finished, eos_id)
-        outputs[:, t] = ids
-        finished |= (ids == eos_id) | (max_lengths <= t + 1)
+        outputs[active, t] = ids
+        finished |= (ids == eos_id) | (row_max_lengths <= t + 1)
 
     # A hypothesis ends before its first EOS, or at its maximum length.
     before_eos = (outputs != eos_id).long().cumprod(1).sum(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from seqlab.core.nested_map import NestedMap
@@ -47,6 +48,21 @@ class IncrementalModel(Protocol):
         """
         ...
 
+    def select_examples(self, state: NestedMap, examples: Tensor) -> NestedMap:
+        """Keeps only some examples, each with all its rows (batch compaction; optional).
+
+        A search drops the examples that have finished, so that later steps compute only the
+        rest. Models without this method decode every example to the end of the batch.
+
+        Args:
+          state: decoder state of B examples with K rows each (K = 1 before ``expand_state``).
+          examples: [B'] long, increasing indices into the B examples.
+
+        Returns:
+          The state of the B' examples, in that order, K rows each.
+        """
+        ...
+
     def reorder_state(self, state: NestedMap, indices: Tensor) -> NestedMap:
         """Gathers the rows ``indices`` of the state.
 
@@ -60,3 +76,9 @@ class IncrementalModel(Protocol):
           The state of M rows.
         """
         ...
+
+
+def example_rows(examples: Tensor, beam_size: int) -> Tensor:
+    """[B'] example indices -> [B' * K] the rows of their K beams (row ``b * K + k``)."""
+    beams = torch.arange(beam_size, device=examples.device)
+    return (examples[:, None] * beam_size + beams).view(-1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from seqlab.core.nested_map import NestedMap
+from seqlab.decoding.step_model import example_rows
 from seqlab.export.program_runners import Program
 
 
@@ -77,6 +78,15 @@ class ExportedStepModel:
                 )
             ),
             beam_size=state.beam_size * beam_size,
+        )
+
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        """Keeps the examples ``examples`` ([B'] long, increasing) with all their K beams."""
+        rows = example_rows(examples, state.beam_size)
+        return NestedMap(
+            state,
+            carried=state.carried.transform(lambda v: v.index_select(0, rows.to(v.device))),
+            constants=state.constants.transform(lambda v: v.index_select(0, rows.to(v.device))),
         )
 
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:

@@ -502,6 +502,34 @@ class TransformerDecoder(Layer):
         )
         return kept
 
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        """Keeps only the examples ``examples``, each with all its K beams (batch compaction).
+
+        Args:
+          state: decoder state of B examples (N = B * K rows).
+          examples: [B'] long, increasing indices into the B examples.
+
+        Returns:
+          The state of the B' examples (B' * K rows) in that order. Only the filled positions
+          of the self-attention caches are copied; the spare caches are dropped (the next
+          reorder allocates them again).
+        """
+        step = state.step
+        kept = NestedMap()
+        for name, value in state.items():
+            if name in _SPARE_CACHES.values():
+                continue
+            if name in _SPARE_CACHES:  # [B, L, H, M, ...]: positions from `step` on unused
+                kept[name] = value.new_empty((examples.shape[0], *value.shape[1:]))
+                torch.index_select(
+                    value[:, :, :, :step], 0, examples, out=kept[name][:, :, :, :step]
+                )
+            elif isinstance(value, torch.Tensor):
+                kept[name] = value.index_select(0, examples)
+            else:
+                kept[name] = value
+        return kept
+
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
         """Gathers the rows ``indices`` of the state (for beam search).
 

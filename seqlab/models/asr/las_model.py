@@ -142,6 +142,9 @@ class ListenAttendSpell(SpeechTask):
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
         return self.decoder.reorder_state(state, indices)
 
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        return self.decoder.select_examples(state, examples)
+
     def decode(self, batch: NestedMap) -> NestedMap:
         """Beam search; output lengths are capped relative to the encoder frames.
 

@@ -17,6 +17,7 @@ from torch import nn
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import Layer, apply_paddings
 from seqlab.core.nested_map import NestedMap
+from seqlab.decoding.step_model import example_rows
 from seqlab.layers.additive_attention import AdditiveAttention
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.lstm_cell import LSTMCell
@@ -187,6 +188,21 @@ class RNMTDecoder(Layer):
             attention=self.attention.reorder_state(state.attention, indices),
             first_layer=_select_rows(state.first_layer, indices),
             upper_layers=_select_rows(state.upper_layers, indices),
+        )
+
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        """Keeps only the examples ``examples`` ([B'] long, increasing), with all their beams.
+
+        Returns:
+          The state of the B' examples: K rows each, and their one row of the source.
+        """
+        rows = example_rows(examples, state.beam_size)
+        return NestedMap(
+            state,
+            source=self.attention.reorder_source(state.source, examples),
+            attention=self.attention.reorder_state(state.attention, rows),
+            first_layer=_select_rows(state.first_layer, rows),
+            upper_layers=_select_rows(state.upper_layers, rows),
         )
 
 

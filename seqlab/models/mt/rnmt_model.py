@@ -134,3 +134,6 @@ class RNMTPlusMT(TranslationTask):
 
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
         return self.decoder.reorder_state(state, indices)
+
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        return self.decoder.select_examples(state, examples)

@@ -108,6 +108,9 @@ class TransformerMT(TranslationTask):
     def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
         return self.decoder.reorder_state(state, indices)
 
+    def select_examples(self, state: NestedMap, examples: torch.Tensor) -> NestedMap:
+        return self.decoder.select_examples(state, examples)
+
 
 def _check_some_positions(config: TransformerMT.Config) -> None:
     """Without absolute positions, each stack's self-attention needs relative positions."""
