@@ -97,7 +97,7 @@ class SpeechAugmentation(Configurable):
           samples: [N] float32 mono samples.
 
         Returns:
-          [M] float32 samples; M = round(N / speed) (N when the speed is 1).
+          [M] float32 samples; M = ceil(N / speed) (N when the speed is 1).
         """
         c = self.config
         # Non-negative entropy for SeedSequence; a negative seed maps to its own stream.
