@@ -120,16 +120,24 @@ class SpeechAugmentation(Configurable):
 def colored_noise(
     num_samples: int, color: Literal["white", "pink"], rng: np.random.Generator
 ) -> np.ndarray:
-    """[num_samples] float64 Gaussian noise; pink noise is white noise whose spectrum is
-    divided by sqrt(frequency) (power 1/f), without its DC component."""
-    white = rng.standard_normal(num_samples)
+    """[num_samples] float32 Gaussian noise, white or pink (power falling as 1/f, no DC).
+
+    Pink noise is drawn in the frequency domain: the spectrum of white Gaussian noise has
+    independent Gaussian real and imaginary parts, which are divided by sqrt(frequency) and
+    transformed once (half the cost of shaping generated white noise), at the next length
+    that factors into small primes and cut to ``num_samples``.
+    """
+    from scipy.fft import irfft, next_fast_len  # on use, as resample_audio's scipy
+
     if color == "white" or num_samples < 2:
-        return white
-    spectrum = np.fft.rfft(white)
-    frequencies = np.arange(len(spectrum), dtype=np.float64)
-    spectrum[0] = 0.0
-    spectrum[1:] /= np.sqrt(frequencies[1:])
-    return np.fft.irfft(spectrum, n=num_samples)
+        return rng.standard_normal(num_samples, dtype=np.float32)
+    length = next_fast_len(num_samples, real=True)
+    num_bins = length // 2 + 1
+    spectrum = rng.standard_normal((2, num_bins), dtype=np.float32)
+    spectrum[:, 0] = 0.0
+    spectrum[:, 1:] /= np.sqrt(np.arange(1, num_bins, dtype=np.float32))
+    pink = irfft(spectrum[0] + 1j * spectrum[1], n=length)[:num_samples]
+    return np.ascontiguousarray(pink, dtype=np.float32)
 
 
 def scaled_noise(
@@ -139,8 +147,8 @@ def scaled_noise(
     [N] float32, all zero for a silent utterance (whose SNR has no meaning)."""
     noise = colored_noise(len(samples), color, rng)
     signal_power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
-    noise_power = float(np.mean(np.square(noise))) if len(noise) else 0.0
+    noise_power = float(np.mean(np.square(noise, dtype=np.float64))) if len(noise) else 0.0
     if signal_power == 0.0 or noise_power == 0.0:
         return np.zeros(len(samples), dtype=np.float32)
     scale = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-    return (noise * scale).astype(np.float32)
+    return noise * np.float32(scale)
