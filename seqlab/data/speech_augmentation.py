@@ -67,20 +67,22 @@ class SpeechAugmentation(Configurable):
     def __init__(self, config: Config) -> None:
         self.config = config
         if not config.speeds:
-            raise ConfigError("augmentation.speeds is empty; (1.0,) turns speed perturbation off")
+            raise ConfigError(
+                "data.augmentation.speeds is empty; 1.0 alone turns speed perturbation off"
+            )
         self.speed_steps = []
         for speed in config.speeds:
             steps = round(speed * SPEED_STEPS)
             if speed <= 0 or abs(speed * SPEED_STEPS - steps) > 1e-6:
                 raise ConfigError(
-                    f"augmentation.speeds holds {speed}; speeds must be positive whole "
+                    f"data.augmentation.speeds holds {speed}; speeds must be positive whole "
                     "hundredths (e.g. 0.9,1.0,1.1)"
                 )
             self.speed_steps.append(steps)
         if config.min_snr_db > config.max_snr_db:
             raise ConfigError(
-                f"augmentation.min_snr_db ({config.min_snr_db}) exceeds augmentation.max_snr_db "
-                f"({config.max_snr_db})"
+                f"data.augmentation.min_snr_db ({config.min_snr_db}) exceeds "
+                f"data.augmentation.max_snr_db ({config.max_snr_db})"
             )
 
     @property
