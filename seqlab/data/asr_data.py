@@ -57,6 +57,10 @@ def frames_of(num_samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ceil(np.asarray(num_samples, dtype=np.int64) / per_frame).astype(np.int64)
 
 
+Augment = Callable[[np.ndarray, int], np.ndarray]
+"""(samples [N] float32, utterance index) -> augmented samples [M] float32."""
+
+
 @dataclasses.dataclass
 class ASRExamples:
     """A split held in memory: its manifest entries and the token ids of their transcripts."""
@@ -76,9 +80,6 @@ class ASRExamples:
         """Per-utterance duration in 10 ms frames (rounded up)."""
         return frames_of(np.array([e.num_samples for e in self.entries]), self.sample_rate)
 
-
-Augment = Callable[[np.ndarray, int], np.ndarray]
-"""(samples [N] float32, utterance index) -> augmented samples [M] float32."""
 
 Row = TypeVar("Row")
 
