@@ -2,7 +2,9 @@
 
 Batches are cut by padded audio duration (counted in 10 ms frames) with length bucketing, and
 the training stream is the same seeded, resumable :class:`BatchStream` as for text. The
-training manifest is checked and tokenized once into a memory-mapped utterance index
+utterances of the training stream (only) are augmented as ``data.augmentation`` says
+(seqlab.data.speech_augmentation), as a function of (seed, epoch, utterance). The training
+manifest is checked and tokenized once into a memory-mapped utterance index
 (seqlab.data.utterance_index); dev and test are read into memory. Audio is read from disk
 when a batch is built; the front end that turns it into features is part of the model, so a
 trained model transcribes raw audio files.
@@ -40,6 +42,7 @@ from seqlab.data.sentencepiece_tokenizer import (
     train_or_load_sentencepiece_from_files,
 )
 from seqlab.data.shard_cache import file_fingerprint
+from seqlab.data.speech_augmentation import SpeechAugmentation
 from seqlab.data.utterance_index import IndexSettings, UtteranceIndex, open_utterance_index
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,10 @@ def frames_of(num_samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ceil(np.asarray(num_samples, dtype=np.int64) / per_frame).astype(np.int64)
 
 
+Augment = Callable[[np.ndarray, int], np.ndarray]
+"""(samples [N] float32, utterance index) -> augmented samples [M] float32."""
+
+
 @dataclasses.dataclass
 class ASRExamples:
     """A split held in memory: its manifest entries and the token ids of their transcripts."""
@@ -63,6 +70,8 @@ class ASRExamples:
     sample_rate: int
     num_skipped: int = 0
     """Manifest lines left out as broken."""
+    augment: Augment | None = None
+    """Applied by ``collate`` to every waveform; set by ``ASRData.train_stream`` only."""
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -107,6 +116,8 @@ class IndexedUtterances:
         self.label_ids = _IndexRows(index.label_ids, self.keep)
         self.sample_rate = sample_rate
         self.num_skipped = index.num_skipped
+        self.augment: Augment | None = None
+        """Applied by ``collate`` to every waveform; set by ``ASRData.train_stream`` only."""
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -167,11 +178,17 @@ class ASRData(Configurable):
             doc="Processes that check and tokenize the training manifest (0 = one per core).",
             at_least=0,
         )
+        augmentation: SpeechAugmentation.Config = param(
+            SpeechAugmentation.Config(),
+            doc="Speed, gain, noise and dither applied to training utterances (all off by "
+            "default); eval, decode and infer hear the audio as it is.",
+        )
 
     config: Config
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.augmentation = config.augmentation.build()
         self.cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self._paths: dict[str, Path] | None = None
         self._manifests: dict[str, Manifest] = {}
@@ -270,8 +287,23 @@ class ASRData(Configurable):
         return ASRExamples(entries, labels, c.sample_rate, manifest.num_skipped)
 
     def train_stream(self, examples: ASRExamples | IndexedUtterances, seed: int) -> BatchStream:
+        """The seeded, resumable stream of training batches over ``examples``; from now on
+        ``collate`` augments ``examples`` (if ``data.augmentation`` does anything).
+
+        An utterance's augmentation depends on (``seed``, the stream's epoch when the batch
+        is collated, its index) only, so a stream restored from a saved position collates
+        the same augmented audio as one that never stopped. Batches are planned on the
+        unperturbed durations: speed 0.9 makes a batch up to 11% longer than its budget.
+        """
         budget = int(self.config.max_batch_seconds * FRAMES_PER_SECOND)
-        return BatchStream(examples.lengths(), budget, seed)
+        stream = BatchStream(examples.lengths(), budget, seed)
+        augmentation = self.augmentation
+        if augmentation.enabled:
+            # The epoch is read when collating, right after next(stream) gave the batch.
+            examples.augment = lambda samples, utterance: augmentation(
+                samples, seed, stream.epoch, utterance
+            )
+        return stream
 
     def eval_batches(self, examples: ASRExamples | IndexedUtterances) -> list[list[int]]:
         """Deterministic, length-sorted batches covering every example once."""
@@ -279,7 +311,8 @@ class ASRData(Configurable):
         return make_batches(examples.lengths(), budget, seed=0, epoch=0, shuffle=False)
 
     def collate(self, examples: ASRExamples | IndexedUtterances, indices: list[int]) -> NestedMap:
-        """Reads the chosen utterances' audio and pads everything into a batch.
+        """Reads the chosen utterances' audio, augments it if ``examples`` are a training
+        stream's, and pads everything into a batch.
 
         Returns:
           NestedMap with audio [B, N] (float32 samples), audio_paddings [B, N], tgt_ids
@@ -292,13 +325,14 @@ class ASRData(Configurable):
         """
         waveforms = []
         entries = [examples.entries[i] for i in indices]
-        for entry in entries:
+        for index, entry in zip(indices, entries, strict=True):
             try:
-                waveforms.append(
-                    read_audio(entry.audio, examples.sample_rate, self.config.resample)
-                )
+                samples = read_audio(entry.audio, examples.sample_rate, self.config.resample)
             except AudioError as e:
                 raise ManifestError(f"{entry.where}: {e}") from None
+            waveforms.append(
+                samples if examples.augment is None else examples.augment(samples, index)
+            )
         return batch_from_waveforms(
             waveforms,
             [examples.label_ids[i] for i in indices],

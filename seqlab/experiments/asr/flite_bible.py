@@ -8,6 +8,7 @@ from __future__ import annotations
 from seqlab.core.registry import register_experiment
 from seqlab.data.asr_data import ASRData
 from seqlab.data.sentencepiece_tokenizer import SentencePieceTokenizer
+from seqlab.data.speech_augmentation import SpeechAugmentation
 from seqlab.decoding.beam_search import BeamSearch
 from seqlab.layers.audio_frontend import LogMelFrontend
 from seqlab.layers.conformer import conformer_encoder_config
@@ -28,23 +29,44 @@ GRAPHEME_VOCAB_SIZE = 32
 """4 specials (pad = CTC blank, unk, bos, eos), word boundary, a-z and the apostrophe."""
 
 
-def flite_bible_data(max_batch_seconds: float) -> ASRData.Config:
+def flite_bible_data(
+    max_batch_seconds: float, augmentation: SpeechAugmentation.Config
+) -> ASRData.Config:
     """flite_bible's manifests with grapheme (SentencePiece char) labels."""
     return ASRData.Config(
         corpus="flite_bible",
         tokenizer=SentencePieceTokenizer.Config(model_type="char", vocab_size=GRAPHEME_VOCAB_SIZE),
         max_batch_seconds=max_batch_seconds,
+        augmentation=augmentation,
+    )
+
+
+def small_augmentation() -> SpeechAugmentation.Config:
+    """Waveform augmentation of the small presets: Kaldi's speeds 0.9/1.0/1.1, +-6 dB, pink
+    noise at 15-30 dB SNR on a third of the utterances, and dither of about three 16-bit steps
+    (enough to lift half of the log-mel bins of digital silence off the floor)."""
+    return SpeechAugmentation.Config(
+        speeds=(0.9, 1.0, 1.1),
+        max_gain_db=6.0,
+        noise_prob=0.3,
+        noise_color="pink",
+        min_snr_db=15.0,
+        max_snr_db=30.0,
+        dither=1e-4,
     )
 
 
 def small_spec_augment() -> SpecAugment.Config:
-    """Masks of the small presets: 2 frequency bands of up to 15 bins, 4 adaptive time spans."""
+    """Masks of the small presets: one frequency band of up to 15 bins, no time masks.
+
+    A small model trained for under an hour is short of fit more than of data: with the
+    input scaling fixed, 4 Conformer layers, peak learning rate 1.5e-3, one frequency mask
+    and no time masks reached dev CER 19.5 in 9 minutes of one-core training against 31.7
+    with the earlier settings (issue 17; the masks' share was not measured apart). The
+    waveform augmentation (``small_augmentation``) adds variety instead.
+    """
     return SpecAugment.Config(
-        num_freq_masks=2,
-        max_freq_mask_width=15,
-        num_time_masks=4,
-        max_time_mask_width=20,
-        time_mask_max_ratio=0.05,
+        num_freq_masks=1, max_freq_mask_width=15, num_time_masks=0, max_time_mask_width=0
     )
 
 
@@ -104,6 +126,7 @@ def conformer_ctc_experiment(
     subsampling_channels: int,
     dropout_prob: float,
     spec_augment: SpecAugment.Config,
+    augmentation: SpeechAugmentation.Config,
     max_batch_seconds: float,
     trainer: TrainerConfig,
 ) -> ExperimentConfig:
@@ -130,7 +153,7 @@ def conformer_ctc_experiment(
             decoder="beam",
             beam_size=8,
         ),
-        data=flite_bible_data(max_batch_seconds),
+        data=flite_bible_data(max_batch_seconds, augmentation),
         trainer=trainer,
     )
 
@@ -148,6 +171,7 @@ def conformer_ctc_small() -> ExperimentConfig:
         subsampling_channels=64,
         dropout_prob=0.1,
         spec_augment=small_spec_augment(),
+        augmentation=small_augmentation(),
         max_batch_seconds=40.0,
         trainer=small_trainer(peak_learning_rate=6e-4, warmup_steps=200, max_steps=2000),
     )
@@ -166,6 +190,7 @@ def conformer_ctc_tiny() -> ExperimentConfig:
         subsampling_channels=16,
         dropout_prob=0.0,
         spec_augment=tiny_spec_augment(),
+        augmentation=SpeechAugmentation.Config(),
         max_batch_seconds=40.0,
         trainer=tiny_trainer(),
     )
@@ -182,6 +207,7 @@ def las_experiment(
     num_heads: int,
     dropout_prob: float,
     spec_augment: SpecAugment.Config,
+    augmentation: SpeechAugmentation.Config,
     max_batch_seconds: float,
     trainer: TrainerConfig,
 ) -> ExperimentConfig:
@@ -226,7 +252,7 @@ def las_experiment(
             ),
             max_decode_length=400,
         ),
-        data=flite_bible_data(max_batch_seconds),
+        data=flite_bible_data(max_batch_seconds, augmentation),
         trainer=trainer,
     )
 
@@ -244,6 +270,7 @@ def las_small() -> ExperimentConfig:
         num_heads=4,
         dropout_prob=0.1,
         spec_augment=small_spec_augment(),
+        augmentation=small_augmentation(),
         max_batch_seconds=40.0,
         trainer=small_trainer(peak_learning_rate=1e-3, warmup_steps=100, max_steps=1500),
     )
@@ -262,6 +289,7 @@ def las_tiny() -> ExperimentConfig:
         num_heads=2,
         dropout_prob=0.0,
         spec_augment=tiny_spec_augment(),
+        augmentation=SpeechAugmentation.Config(),
         max_batch_seconds=40.0,
         trainer=tiny_trainer(),
     )
