@@ -16,6 +16,7 @@ tokens), so the gradients are those of the unsplit model on the whole batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from tqdm.auto import tqdm
 
 from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
@@ -34,7 +36,12 @@ from seqlab.distributed.checkpoint import (
     save_sharded_checkpoint,
     sharded_model_shapes,
 )
-from seqlab.distributed.pipeline_stages import StageModule, stage_layers, stage_module_for
+from seqlab.distributed.pipeline_stages import (
+    StageModule,
+    describe_stages,
+    stage_layers,
+    stage_module_for,
+)
 from seqlab.distributed.process_group import barrier, gather_objects
 from seqlab.distributed.strategies import DataParallel
 from seqlab.models.base import Metrics, Task
@@ -107,9 +114,12 @@ class PipelineParallel(DataParallel):
     # ---- the stage ------------------------------------------------------------------------
     def wrap(self, task: Task) -> nn.Module:
         module = stage_module_for(task)
+        size = functools.partial(module.num_parameters, task)
         ranges = stage_layers(
-            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries
+            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries, size
         )
+        if self.world.is_main:
+            tqdm.write(f"[seqlab] {describe_stages(ranges, [size(r) for r in ranges])}")
         # Every rank creates every group, in the same order.
         sharing = module.embedding_stages(task, ranges)
         self._tied_group = dist.new_group(sharing) if len(sharing) > 1 else None

@@ -6,6 +6,8 @@ resumes in one process and as a pipeline; layouts that do not fit are refused in
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +15,21 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.core.config import ConfigError
 from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.distributed.checkpoint import read_sharded_checkpoint, sharded_checkpoint_path
-from seqlab.distributed.pipeline_stages import stage_layers
+from seqlab.distributed.pipeline_stages import (
+    balanced_stages,
+    describe_stages,
+    stage_layers,
+    stage_module_for,
+)
+from seqlab.quant.qat import build_task
 from seqlab.train.checkpoint import checkpoint_path, load_checkpoint
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
@@ -176,10 +186,69 @@ def test_the_mt_model_cut_inside_its_decoder_reaches_the_weights_of_one_process(
     assert_weights_of(tmp_path / "pipeline", single)
 
 
-def test_stages_split_the_layers_evenly_or_at_the_boundaries() -> None:
-    assert stage_layers(5, 2, ()) == [range(0, 3), range(3, 5)]
-    assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
+def test_stages_split_the_layers_at_the_boundaries_or_balanced() -> None:
     assert stage_layers(6, 3, (1, 5)) == [range(0, 1), range(1, 5), range(5, 6)]
+    # Balanced by layer count; on a tie the later stages take more layers.
+    assert stage_layers(5, 2, ()) == [range(0, 2), range(2, 5)]
+    assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=8),
+    num_stages=st.integers(1, 8),
+)
+@settings(max_examples=200, deadline=None)
+def test_balanced_stages_have_the_smallest_largest_stage(sizes: list[int], num_stages: int) -> None:
+    num_stages = min(num_stages, len(sizes))
+
+    def size(layers: range) -> int:
+        return sum(sizes[i] for i in layers)
+
+    ranges = balanced_stages(len(sizes), num_stages, size)
+    assert len(ranges) == num_stages and all(len(r) >= 1 for r in ranges)
+    assert [i for r in ranges for i in r] == list(range(len(sizes)))
+    best = min(
+        max(size(range(a, b)) for a, b in itertools.pairwise((0, *cuts, len(sizes))))
+        for cuts in itertools.combinations(range(1, len(sizes)), num_stages - 1)
+    )
+    assert max(size(r) for r in ranges) == best
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sets", "num_stages"),
+    [
+        (EXPERIMENT, ["task.stack.num_layers=3"], 2),
+        (EXPERIMENT, ["task.stack.num_layers=3"], 3),
+        (MT_EXPERIMENT, [], 2),
+        (MT_EXPERIMENT, [], 3),
+        (MT_EXPERIMENT, [], 4),
+    ],
+)
+def test_stages_hold_the_parameters_they_are_balanced_by(
+    experiment: str, sets: list[str], num_stages: int
+) -> None:
+    """Each stage's count is what its module holds; the largest is no larger than an even
+    split's (the count of the MT model differs between encoder and decoder layers)."""
+    config = get_experiment(experiment)
+    config.apply_overrides(sets)
+    whole = build_task(config.task, config.quant)
+    module = stage_module_for(whole)
+
+    def size(layers: range) -> int:
+        return module.num_parameters(whole, layers)
+
+    ranges = stage_layers(module.num_layers(whole), num_stages, (), size)
+    for stage, layers in enumerate(ranges):
+        held = module(build_task(config.task, config.quant), ranges, stage, contextlib.nullcontext)
+        assert sum(p.numel() for p in held.parameters()) == size(layers), layers
+    even = stage_layers(module.num_layers(whole), num_stages, ())
+    assert max(map(size, ranges)) <= max(map(size, even))
+
+
+def test_the_stages_are_described_in_one_line() -> None:
+    assert describe_stages([range(0, 1), range(1, 4)], [1200, 34]) == (
+        "pipeline stages 0: layer 0 (1,200 parameters); 1: layers 1-3 (34 parameters)"
+    )
 
 
 @pytest.mark.parametrize(
