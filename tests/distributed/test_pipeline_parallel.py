@@ -1,7 +1,8 @@
 """Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
 stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
-batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoint
-resumes in one process and as a pipeline; layouts that do not fit are refused in one line.
+batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoints
+change layout (one process -> pipeline -> one process or DDP, pipeline -> pipeline) on the
+way; stages are balanced by parameters; layouts that do not fit are refused in one line.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def cache_dir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def single_run(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoints at STEPS and STEPS + 2."""
     logdir = tmp_path_factory.mktemp("single")
-    Trainer(make_config(cache_dir), logdir, show_progress=False).train()
+    Trainer(make_config(cache_dir, STEPS + 2), logdir, show_progress=False).train()
     return logdir
 
 
@@ -110,9 +112,10 @@ def pipeline_run(
     *sets: str,
     max_steps: int = STEPS,
     experiment: str = EXPERIMENT,
-) -> None:
-    """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
-    sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
+    strategy: str = "pipeline",
+) -> str:
+    """`seqlab train --nproc 2` with the ``strategy`` and the ``sets``; returns its stdout."""
+    sets = (*overrides(cache_dir, max_steps), f"trainer.distributed.strategy={strategy}", *sets)
     if experiment == MT_EXPERIMENT:
         sets = (*sets, *MT_DROPOUTS)
     args = [a for o in sets for a in ("--set", o)]
@@ -120,6 +123,7 @@ def pipeline_run(
     result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training done at step {max_steps}" in result.stdout
+    return result.stdout
 
 
 def train_curve(logdir: Path, tag: str) -> dict[int, float]:
@@ -128,10 +132,16 @@ def train_curve(logdir: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-def assert_weights_of(logdir: Path, single_run: Path) -> None:
-    """The final checkpoint of ``logdir`` (a .dcp) has the single run's weights."""
-    final = read_sharded_checkpoint(sharded_checkpoint_path(logdir / "checkpoints", STEPS))
-    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
+def assert_weights_of(logdir: Path, single_run: Path, step: int = STEPS) -> None:
+    """The checkpoint of ``logdir`` at ``step`` (a .dcp or a single-process file) has the
+    single run's weights."""
+    sharded = sharded_checkpoint_path(logdir / "checkpoints", step)
+    final = (
+        read_sharded_checkpoint(sharded)
+        if sharded.is_dir()
+        else load_checkpoint(checkpoint_path(logdir / "checkpoints", step))
+    )
+    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", step))
     assert sorted(final["model"]) == sorted(expected["model"])
     for name, value in expected["model"].items():
         torch.testing.assert_close(final["model"][name], value, **WEIGHT_TOLERANCE, msg=name)
@@ -143,28 +153,36 @@ def assert_weights_of(logdir: Path, single_run: Path) -> None:
 def test_two_stages_reach_the_weights_of_one_process(
     schedule: str, single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
 ) -> None:
-    """With 1F1B the run stops half way and resumes as a pipeline from its checkpoint."""
+    """Half way, the run changes layout: with GPipe a single-process run's checkpoint resumes
+    as a pipeline, with 1F1B a pipeline's as a pipeline. At the end the pipeline's checkpoint
+    resumes in one process (GPipe) or in two DDP processes (1F1B), which train on from it to
+    the single run's weights."""
     sets = (
         f"trainer.distributed.pipeline_schedule={schedule}",
         "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
     )
+    checkpoints = tmp_path / "checkpoints"
     if schedule == "1f1b":
         pipeline_run(tmp_path, cache_dir, job, *sets, max_steps=STEPS // 2)
-    pipeline_run(tmp_path, cache_dir, job, *sets)
+        half_way = sharded_checkpoint_path(checkpoints, STEPS // 2)
+    else:
+        Trainer(make_config(cache_dir, STEPS // 2), tmp_path, show_progress=False).train()
+        half_way = checkpoint_path(checkpoints, STEPS // 2)
+    assert f"resumed from {half_way} " in pipeline_run(tmp_path, cache_dir, job, *sets)
     assert_weights_of(tmp_path, single_run)
     # The same loss and gradient norm (over both stages, the shared embedding counted once).
     for tag in ("loss", "grad_norm"):
         single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
         assert sorted(pipeline) == list(range(1, STEPS + 1))
-        for step, value in single.items():
-            assert pipeline[step] == pytest.approx(value, rel=1e-4), (tag, step)
+        for step in pipeline:
+            assert pipeline[step] == pytest.approx(single[step], rel=1e-4), (tag, step)
 
-    # The pipeline checkpoint resumes in one process, which trains on from it.
-    config = make_config(cache_dir, STEPS + 2)
-    trainer = Trainer(config, tmp_path, show_progress=False)
-    assert trainer.train() == STEPS + 2
-    resumed = load_checkpoint(checkpoint_path(tmp_path / "checkpoints", STEPS + 2))
-    assert resumed["step"] == STEPS + 2
+    if schedule == "1f1b":
+        pipeline_run(tmp_path, cache_dir, job, max_steps=STEPS + 2, strategy="ddp")
+    else:
+        config = make_config(cache_dir, STEPS + 2)
+        assert Trainer(config, tmp_path, show_progress=False).train() == STEPS + 2
+    assert_weights_of(tmp_path, single_run, STEPS + 2)
 
 
 @pytest.mark.slow
