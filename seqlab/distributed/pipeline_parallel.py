@@ -5,7 +5,8 @@ seqlab.distributed.pipeline_stages), with micro-batches flowing through them on 
 Every rank builds the whole task (same seed, same weights), then keeps only its stage. The
 stages that keep a copy of the shared embedding matrix sum its gradients after every global
 batch, so the copies stay equal. Checkpoints go through DCP under the unsplit model's names,
-so a pipeline run resumes in one process.
+so a pipeline run resumes in one process or under DDP, and a single-process checkpoint
+resumes as a pipeline.
 
 Every rank collates the whole global batch; the schedule splits it into micro-batches along
 the batch dimension (padded with empty rows to a multiple of them). The last stage computes

@@ -168,7 +168,11 @@ def test_two_stages_reach_the_weights_of_one_process(
     else:
         Trainer(make_config(cache_dir, STEPS // 2), tmp_path, show_progress=False).train()
         half_way = checkpoint_path(checkpoints, STEPS // 2)
-    assert f"resumed from {half_way} " in pipeline_run(tmp_path, cache_dir, job, *sets)
+    stdout = pipeline_run(tmp_path, cache_dir, job, *sets)
+    assert f"resumed from {half_way} " in stdout
+    # Balanced: the last stage holds the final norm besides its copy of the embedding.
+    layout = "pipeline stages 0: layer 0 (65,472 parameters); 1: layer 1 (65,600 parameters)"
+    assert f"[seqlab] {layout}\n" in stdout
     assert_weights_of(tmp_path, single_run)
     # The same loss and gradient norm (over both stages, the shared embedding counted once).
     for tag in ("loss", "grad_norm"):
