@@ -5,7 +5,8 @@ seqlab.distributed.pipeline_stages), with micro-batches flowing through them on 
 Every rank builds the whole task (same seed, same weights), then keeps only its stage. The
 stages that keep a copy of the shared embedding matrix sum its gradients after every global
 batch, so the copies stay equal. Checkpoints go through DCP under the unsplit model's names,
-so a pipeline run resumes in one process.
+so a pipeline run resumes in one process or under DDP, and a single-process checkpoint
+resumes as a pipeline.
 
 Every rank collates the whole global batch; the schedule splits it into micro-batches along
 the batch dimension (padded with empty rows to a multiple of them). The last stage computes
@@ -16,6 +17,7 @@ tokens), so the gradients are those of the unsplit model on the whole batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from tqdm.auto import tqdm
 
 from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
@@ -34,11 +37,17 @@ from seqlab.distributed.checkpoint import (
     save_sharded_checkpoint,
     sharded_model_shapes,
 )
-from seqlab.distributed.pipeline_stages import StageModule, stage_layers, stage_module_for
+from seqlab.distributed.optimizer_state import optimizer_state_by_name
+from seqlab.distributed.pipeline_stages import (
+    StageModule,
+    describe_stages,
+    stage_layers,
+    stage_module_for,
+)
 from seqlab.distributed.process_group import barrier, gather_objects
 from seqlab.distributed.strategies import DataParallel
 from seqlab.models.base import Metrics, Task
-from seqlab.train.checkpoint import CheckpointError
+from seqlab.train.checkpoint import CheckpointError, load_checkpoint
 from seqlab.train.checkpoint_fit import check_model_fit
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.parallelism import to_cpu
@@ -107,9 +116,12 @@ class PipelineParallel(DataParallel):
     # ---- the stage ------------------------------------------------------------------------
     def wrap(self, task: Task) -> nn.Module:
         module = stage_module_for(task)
+        size = functools.partial(module.num_parameters, task)
         ranges = stage_layers(
-            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries
+            module.num_layers(task), self.num_stages, self.config.pipeline_boundaries, size
         )
+        if self.world.is_main:
+            tqdm.write(f"[seqlab] {describe_stages(ranges, [size(r) for r in ranges])}")
         # Every rank creates every group, in the same order.
         sharing = module.embedding_stages(task, ranges)
         self._tied_group = dist.new_group(sharing) if len(sharing) > 1 else None
@@ -224,44 +236,86 @@ class PipelineParallel(DataParallel):
     ) -> Path:
         model, optimizer_state = get_state_dict(task, optimizer)
         # DCP keeps one copy of a value that several ranks save under one key, so every stage
-        # lists the whole model's parameters (in the unsplit order) in its param groups.
-        groups = gather_objects([g["params"] for g in optimizer_state["param_groups"]], self.world)
+        # lists the whole model's parameters in its param groups.
         optimizer_state["param_groups"] = [
-            {**group, "params": list(dict.fromkeys(n for ranks in groups for n in ranks[i]))}
-            for i, group in enumerate(optimizer_state["param_groups"])
+            {**group, "params": names}
+            for group, names in zip(
+                optimizer_state["param_groups"],
+                self._whole_model_groups(optimizer_state),
+                strict=True,
+            )
         ]
         state = {"model": model, "optimizer": optimizer_state}
         return save_sharded_checkpoint(directory, step, state, extra, self.world)
 
+    def _whole_model_groups(self, optimizer_state: dict[str, Any]) -> list[list[str]]:
+        """The parameter names of each param group of the unsplit model's optimizer, in the
+        unsplit order: every stage's names, stage by stage, the shared embedding once (a
+        collective; ``optimizer_state`` keyed by name)."""
+        groups = gather_objects([g["params"] for g in optimizer_state["param_groups"]], self.world)
+        return [
+            list(dict.fromkeys(name for ranks in groups for name in ranks[i]))
+            for i in range(len(optimizer_state["param_groups"]))
+        ]
+
     def load(
         self, directory: Path, task: Task, optimizer: torch.optim.Optimizer
     ) -> tuple[Path, dict[str, Any]] | None:
-        """Loads this stage's parameters and optimizer state from the newest good .dcp
-        checkpoint (of any layout)."""
+        """Loads this stage's parameters and optimizer state, by name, from the newest good
+        checkpoint: a .dcp of any layout, or a single-process file."""
         path = self._newest_checkpoint(directory)
         if path is None:
             return None
-        if not path.is_dir():
-            raise CheckpointError(
-                f"checkpoint {path} is a single-process file; trainer.distributed.strategy="
-                f"pipeline resumes .dcp checkpoints only: resume it with ddp or fsdp first"
-            )
-        payload = read_extra(path)
+        if path.is_dir():
+            payload = read_extra(path)
+            shapes = sharded_model_shapes(path)
+        else:  # every stage reads the whole file and keeps its own tensors
+            payload = load_checkpoint(path)
+            shapes = payload["model"]
         own = task.state_dict()
-        shapes = sharded_model_shapes(path)
         check_model_fit(
             task, {k: v for k, v in shapes.items() if k in own}, path, payload.get("config")
         )
         model, optimizer_state = get_state_dict(task, optimizer)
         own_groups = [g["params"] for g in optimizer_state["param_groups"]]
-        state = {"model": model, "optimizer": optimizer_state}
-        load_sharded_state(path, state)
+        if path.is_dir():
+            state = {"model": model, "optimizer": optimizer_state}
+            load_sharded_state(path, state)
+        else:
+            state = {
+                "model": {name: payload["model"][name] for name in own},
+                "optimizer": self._stage_optimizer_state(payload, optimizer_state, path),
+            }
         for group, names in zip(state["optimizer"]["param_groups"], own_groups, strict=True):
             group["params"] = names
         set_state_dict(
             task, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
         )
         return path, payload
+
+    def _stage_optimizer_state(
+        self, payload: dict[str, Any], optimizer_state: dict[str, Any], path: Path
+    ) -> dict[str, Any]:
+        """The single-process checkpoint ``payload``'s optimizer state (keyed by the unsplit
+        optimizer's parameter indices) keyed by name, for this stage's parameters only."""
+        # The unsplit optimizer numbers its parameters group by group, each group in the
+        # model's order (the order of the checkpoint's model keys).
+        order = {name: i for i, name in enumerate(payload["model"])}
+        names = [
+            name
+            for group in self._whole_model_groups(optimizer_state)
+            for name in sorted(group, key=order.__getitem__)
+        ]
+        saved = sum(len(group["params"]) for group in payload["optimizer"]["param_groups"])
+        if saved != len(names):
+            raise CheckpointError(
+                f"checkpoint {path}: its optimizer has {saved} parameters, this model's "
+                f"{len(names)}; resume it with the optimizer it was trained with"
+            )
+        state = optimizer_state_by_name(payload["optimizer"], names)
+        own = {name for group in optimizer_state["param_groups"] for name in group["params"]}
+        state["state"] = {k: v for k, v in state["state"].items() if k in own}
+        return state
 
     # ---- eval and decode: rank 0 evaluates the whole model, gathered from the stages ------
     @contextlib.contextmanager

@@ -33,9 +33,18 @@ from seqlab.models.mt.transformer_model import TransformerMT
 ForwardContext = Callable[[], contextlib.AbstractContextManager]
 
 
-def stage_layers(num_layers: int, num_stages: int, boundaries: Sequence[int]) -> list[range]:
+StageSize = Callable[[range], int]
+
+
+def stage_layers(
+    num_layers: int,
+    num_stages: int,
+    boundaries: Sequence[int],
+    stage_size: StageSize = len,
+) -> list[range]:
     """The layers of each stage: from ``boundaries`` (the first layer of stages 1, 2, ...) or,
-    if empty, split evenly with the remainder on the earlier stages.
+    if empty, the contiguous runs whose largest ``stage_size`` is smallest
+    (``balanced_stages``).
 
     Raises:
       ConfigError: naming the key, when the layers cannot be cut into ``num_stages`` stages.
@@ -46,21 +55,63 @@ def stage_layers(num_layers: int, num_stages: int, boundaries: Sequence[int]) ->
             f"trainer.distributed.strategy=pipeline: {num_stages} stages (processes) but the "
             f"model has {num_layers} layers; use at most {num_layers} processes"
         )
-    if boundaries:
-        starts = [0, *boundaries]
-        if len(boundaries) != num_stages - 1 or any(
-            b <= a for a, b in zip(starts, [*boundaries, num_layers], strict=True)
-        ):
-            raise ConfigError(
-                f"{key}={list(boundaries)}: give {num_stages - 1} increasing layer indices "
-                f"between 1 and {num_layers - 1} (the first layer of stages 1 to "
-                f"{num_stages - 1}), or leave it empty to split the layers evenly"
-            )
-    else:
-        size, extra = divmod(num_layers, num_stages)
-        starts = [s * size + min(s, extra) for s in range(num_stages)]
+    if not boundaries:
+        return balanced_stages(num_layers, num_stages, stage_size)
+    starts = [0, *boundaries]
+    if len(boundaries) != num_stages - 1 or any(
+        b <= a for a, b in zip(starts, [*boundaries, num_layers], strict=True)
+    ):
+        raise ConfigError(
+            f"{key}={list(boundaries)}: give {num_stages - 1} increasing layer indices "
+            f"between 1 and {num_layers - 1} (the first layer of stages 1 to "
+            f"{num_stages - 1}), or leave it empty to balance the stages' parameters"
+        )
     ends = [*starts[1:], num_layers]
     return [range(a, b) for a, b in zip(starts, ends, strict=True)]
+
+
+def balanced_stages(num_layers: int, num_stages: int, stage_size: StageSize) -> list[range]:
+    """Layers ``0 .. num_layers - 1`` cut into ``num_stages`` contiguous non-empty runs whose
+    largest ``stage_size`` (e.g. the parameters a stage holds) is as small as it can be.
+
+    Exact, by dynamic programming over the cuts (O(stages * layers^2) calls of
+    ``stage_size``). Among equally good cuts the later stages take more layers: under 1F1B
+    the earlier stages hold more micro-batches' activations.
+    """
+    if not 1 <= num_stages <= num_layers:
+        raise ValueError(f"cannot cut {num_layers} layers into {num_stages} non-empty stages")
+    # largest[s][j]: the smallest largest stage over cuts of layers [0, j) into s stages;
+    # start[s][j]: where the last of those s stages starts.
+    largest = [[float("inf")] * (num_layers + 1) for _ in range(num_stages + 1)]
+    start = [[0] * (num_layers + 1) for _ in range(num_stages + 1)]
+    largest[0][0] = 0
+    for s in range(1, num_stages + 1):
+        for j in range(s, num_layers - (num_stages - s) + 1):
+            for i in range(s - 1, j):
+                value = max(largest[s - 1][i], stage_size(range(i, j)))
+                if value < largest[s][j]:
+                    largest[s][j], start[s][j] = value, i
+    ranges, stop = [], num_layers
+    for s in range(num_stages, 0, -1):
+        ranges.append(range(start[s][stop], stop))
+        stop = start[s][stop]
+    return ranges[::-1]
+
+
+def describe_stages(ranges: Sequence[range], num_parameters: Sequence[int]) -> str:
+    """One line: each stage's layers and parameter count."""
+    stages = [
+        f"{s}: layer{f's {r.start}-{r.stop - 1}' if len(r) > 1 else f' {r.start}'} "
+        f"({n:,} parameters)"
+        for s, (r, n) in enumerate(zip(ranges, num_parameters, strict=True))
+    ]
+    return "pipeline stages " + "; ".join(stages)
+
+
+def _num_parameters(modules: Sequence[nn.Module | None]) -> int:
+    """The parameters of ``modules`` (each counted once, however often it is shared)."""
+    params = {id(p): p for m in modules if m is not None for p in m.parameters()}
+    return sum(p.numel() for p in params.values())
 
 
 def _drop_layers(layers: nn.ModuleList, keep: Sequence[int]) -> None:
@@ -96,6 +147,13 @@ class StageModule(nn.Module):
     def embedding_stages(cls, task: Any, ranges: list[range]) -> list[int]:
         """The stages that keep (a copy of) the shared embedding matrix."""
         return sorted({0, len(ranges) - 1})
+
+    @classmethod
+    def num_parameters(cls, task: Any, layers: range) -> int:
+        """The parameters a stage of the whole ``task`` keeps with ``layers``: those layers,
+        and every module it keeps besides them (a copy of the embedding counted on each
+        stage that keeps one)."""
+        raise NotImplementedError
 
     def loss_weight(self, batch: NestedMap) -> float:
         """The loss weight of a whole batch (the task's, as ``compute_loss`` reports it)."""
@@ -143,6 +201,15 @@ class TransformerLMStage(StageModule):
             if isinstance(task, TransformerLM.Config)
             else len(task.stack.layers)
         )
+
+    @classmethod
+    def num_parameters(cls, task: Any, layers: range) -> int:
+        kept: list[nn.Module | None] = [task.stack.layers[i] for i in layers]
+        if layers.start == 0:
+            kept += [task.embedding, task.positions]
+        if layers.stop == len(task.stack.layers):
+            kept += [task.embedding, task.stack.final_norm]
+        return _num_parameters(kept)
 
     def loss_weight(self, batch: NestedMap) -> float:
         return float((1.0 - batch.paddings).sum())
@@ -211,6 +278,20 @@ class TransformerMTStage(StageModule):
         e = len(task.encoder.layers)
         decoder_start = next(s for s, r in enumerate(ranges) if r.start <= e < r.stop)
         return sorted({0, decoder_start, len(ranges) - 1})
+
+    @classmethod
+    def num_parameters(cls, task: Any, layers: range) -> int:
+        e, d = len(task.encoder.layers), len(task.decoder.layers)
+        kept: list[nn.Module | None] = [
+            task.encoder.layers[i] if i < e else task.decoder.layers[i - e] for i in layers
+        ]
+        if layers.start == 0 or layers.start <= e < layers.stop:  # embeds the source, target
+            kept += [task.embedding, task.positions]
+        if e - 1 in layers:
+            kept.append(task.encoder.final_norm)
+        if layers.stop == e + d:
+            kept += [task.embedding, task.decoder.final_norm]
+        return _num_parameters(kept)
 
     def loss_weight(self, batch: NestedMap) -> float:
         return float((1.0 - batch.tgt_paddings).sum())

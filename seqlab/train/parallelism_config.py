@@ -59,5 +59,5 @@ class ParallelismConfig(Config):
     pipeline_boundaries: tuple[int, ...] = param(
         (),
         doc="Pipeline: the first layer of stages 1, 2, ... (one fewer than the stages, "
-        "increasing); empty: the layers split evenly, earlier stages taking the remainder.",
+        "increasing); empty: the split whose largest stage holds the fewest parameters.",
     )

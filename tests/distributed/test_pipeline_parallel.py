@@ -1,11 +1,14 @@
 """Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
 stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
-batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoint
-resumes in one process and as a pipeline; layouts that do not fit are refused in one line.
+batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoints
+change layout (one process -> pipeline -> one process or DDP, pipeline -> pipeline) on the
+way; stages are balanced by parameters; layouts that do not fit are refused in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +16,21 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.core.config import ConfigError
 from seqlab.core.registry import get_experiment
 from seqlab.data.corpora.sword import DEFAULT_SWORD_ROOT
 from seqlab.distributed.checkpoint import read_sharded_checkpoint, sharded_checkpoint_path
-from seqlab.distributed.pipeline_stages import stage_layers
+from seqlab.distributed.pipeline_stages import (
+    balanced_stages,
+    describe_stages,
+    stage_layers,
+    stage_module_for,
+)
+from seqlab.quant.qat import build_task
 from seqlab.train.checkpoint import checkpoint_path, load_checkpoint
 from seqlab.train.experiment import ExperimentConfig
 from seqlab.train.experiment_checks import check_experiment
@@ -88,8 +99,9 @@ def cache_dir(bible_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def single_run(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoints at STEPS and STEPS + 2."""
     logdir = tmp_path_factory.mktemp("single")
-    Trainer(make_config(cache_dir), logdir, show_progress=False).train()
+    Trainer(make_config(cache_dir, STEPS + 2), logdir, show_progress=False).train()
     return logdir
 
 
@@ -100,9 +112,10 @@ def pipeline_run(
     *sets: str,
     max_steps: int = STEPS,
     experiment: str = EXPERIMENT,
-) -> None:
-    """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
-    sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
+    strategy: str = "pipeline",
+) -> str:
+    """`seqlab train --nproc 2` with the ``strategy`` and the ``sets``; returns its stdout."""
+    sets = (*overrides(cache_dir, max_steps), f"trainer.distributed.strategy={strategy}", *sets)
     if experiment == MT_EXPERIMENT:
         sets = (*sets, *MT_DROPOUTS)
     args = [a for o in sets for a in ("--set", o)]
@@ -110,6 +123,7 @@ def pipeline_run(
     result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training done at step {max_steps}" in result.stdout
+    return result.stdout
 
 
 def train_curve(logdir: Path, tag: str) -> dict[int, float]:
@@ -118,10 +132,16 @@ def train_curve(logdir: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-def assert_weights_of(logdir: Path, single_run: Path) -> None:
-    """The final checkpoint of ``logdir`` (a .dcp) has the single run's weights."""
-    final = read_sharded_checkpoint(sharded_checkpoint_path(logdir / "checkpoints", STEPS))
-    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", STEPS))
+def assert_weights_of(logdir: Path, single_run: Path, step: int = STEPS) -> None:
+    """The checkpoint of ``logdir`` at ``step`` (a .dcp or a single-process file) has the
+    single run's weights."""
+    sharded = sharded_checkpoint_path(logdir / "checkpoints", step)
+    final = (
+        read_sharded_checkpoint(sharded)
+        if sharded.is_dir()
+        else load_checkpoint(checkpoint_path(logdir / "checkpoints", step))
+    )
+    expected = load_checkpoint(checkpoint_path(single_run / "checkpoints", step))
     assert sorted(final["model"]) == sorted(expected["model"])
     for name, value in expected["model"].items():
         torch.testing.assert_close(final["model"][name], value, **WEIGHT_TOLERANCE, msg=name)
@@ -133,28 +153,40 @@ def assert_weights_of(logdir: Path, single_run: Path) -> None:
 def test_two_stages_reach_the_weights_of_one_process(
     schedule: str, single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
 ) -> None:
-    """With 1F1B the run stops half way and resumes as a pipeline from its checkpoint."""
+    """Half way, the run changes layout: with GPipe a single-process run's checkpoint resumes
+    as a pipeline, with 1F1B a pipeline's as a pipeline. At the end the pipeline's checkpoint
+    resumes in one process (GPipe) or in two DDP processes (1F1B), which train on from it to
+    the single run's weights."""
     sets = (
         f"trainer.distributed.pipeline_schedule={schedule}",
         "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
     )
+    checkpoints = tmp_path / "checkpoints"
     if schedule == "1f1b":
         pipeline_run(tmp_path, cache_dir, job, *sets, max_steps=STEPS // 2)
-    pipeline_run(tmp_path, cache_dir, job, *sets)
+        half_way = sharded_checkpoint_path(checkpoints, STEPS // 2)
+    else:
+        Trainer(make_config(cache_dir, STEPS // 2), tmp_path, show_progress=False).train()
+        half_way = checkpoint_path(checkpoints, STEPS // 2)
+    stdout = pipeline_run(tmp_path, cache_dir, job, *sets)
+    assert f"resumed from {half_way} " in stdout
+    # Balanced: the last stage holds the final norm besides its copy of the embedding.
+    layout = "pipeline stages 0: layer 0 (65,472 parameters); 1: layer 1 (65,600 parameters)"
+    assert f"[seqlab] {layout}\n" in stdout
     assert_weights_of(tmp_path, single_run)
     # The same loss and gradient norm (over both stages, the shared embedding counted once).
     for tag in ("loss", "grad_norm"):
         single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
         assert sorted(pipeline) == list(range(1, STEPS + 1))
-        for step, value in single.items():
-            assert pipeline[step] == pytest.approx(value, rel=1e-4), (tag, step)
+        for step in pipeline:
+            assert pipeline[step] == pytest.approx(single[step], rel=1e-4), (tag, step)
 
-    # The pipeline checkpoint resumes in one process, which trains on from it.
-    config = make_config(cache_dir, STEPS + 2)
-    trainer = Trainer(config, tmp_path, show_progress=False)
-    assert trainer.train() == STEPS + 2
-    resumed = load_checkpoint(checkpoint_path(tmp_path / "checkpoints", STEPS + 2))
-    assert resumed["step"] == STEPS + 2
+    if schedule == "1f1b":
+        pipeline_run(tmp_path, cache_dir, job, max_steps=STEPS + 2, strategy="ddp")
+    else:
+        config = make_config(cache_dir, STEPS + 2)
+        assert Trainer(config, tmp_path, show_progress=False).train() == STEPS + 2
+    assert_weights_of(tmp_path, single_run, STEPS + 2)
 
 
 @pytest.mark.slow
@@ -176,10 +208,69 @@ def test_the_mt_model_cut_inside_its_decoder_reaches_the_weights_of_one_process(
     assert_weights_of(tmp_path / "pipeline", single)
 
 
-def test_stages_split_the_layers_evenly_or_at_the_boundaries() -> None:
-    assert stage_layers(5, 2, ()) == [range(0, 3), range(3, 5)]
-    assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
+def test_stages_split_the_layers_at_the_boundaries_or_balanced() -> None:
     assert stage_layers(6, 3, (1, 5)) == [range(0, 1), range(1, 5), range(5, 6)]
+    # Balanced by layer count; on a tie the later stages take more layers.
+    assert stage_layers(5, 2, ()) == [range(0, 2), range(2, 5)]
+    assert stage_layers(4, 4, ()) == [range(i, i + 1) for i in range(4)]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=8),
+    num_stages=st.integers(1, 8),
+)
+@settings(max_examples=200, deadline=None)
+def test_balanced_stages_have_the_smallest_largest_stage(sizes: list[int], num_stages: int) -> None:
+    num_stages = min(num_stages, len(sizes))
+
+    def size(layers: range) -> int:
+        return sum(sizes[i] for i in layers)
+
+    ranges = balanced_stages(len(sizes), num_stages, size)
+    assert len(ranges) == num_stages and all(len(r) >= 1 for r in ranges)
+    assert [i for r in ranges for i in r] == list(range(len(sizes)))
+    best = min(
+        max(size(range(a, b)) for a, b in itertools.pairwise((0, *cuts, len(sizes))))
+        for cuts in itertools.combinations(range(1, len(sizes)), num_stages - 1)
+    )
+    assert max(size(r) for r in ranges) == best
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sets", "num_stages"),
+    [
+        (EXPERIMENT, ["task.stack.num_layers=3"], 2),
+        (EXPERIMENT, ["task.stack.num_layers=3"], 3),
+        (MT_EXPERIMENT, [], 2),
+        (MT_EXPERIMENT, [], 3),
+        (MT_EXPERIMENT, [], 4),
+    ],
+)
+def test_stages_hold_the_parameters_they_are_balanced_by(
+    experiment: str, sets: list[str], num_stages: int
+) -> None:
+    """Each stage's count is what its module holds; the largest is no larger than an even
+    split's (the count of the MT model differs between encoder and decoder layers)."""
+    config = get_experiment(experiment)
+    config.apply_overrides(sets)
+    whole = build_task(config.task, config.quant)
+    module = stage_module_for(whole)
+
+    def size(layers: range) -> int:
+        return module.num_parameters(whole, layers)
+
+    ranges = stage_layers(module.num_layers(whole), num_stages, (), size)
+    for stage, layers in enumerate(ranges):
+        held = module(build_task(config.task, config.quant), ranges, stage, contextlib.nullcontext)
+        assert sum(p.numel() for p in held.parameters()) == size(layers), layers
+    even = stage_layers(module.num_layers(whole), num_stages, ())
+    assert max(map(size, ranges)) <= max(map(size, even))
+
+
+def test_the_stages_are_described_in_one_line() -> None:
+    assert describe_stages([range(0, 1), range(1, 4)], [1200, 34]) == (
+        "pipeline stages 0: layer 0 (1,200 parameters); 1: layers 1-3 (34 parameters)"
+    )
 
 
 @pytest.mark.parametrize(
