@@ -4,10 +4,12 @@ trainer needs (all no-ops in a single process)."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from seqlab.train.device import CPU
 from seqlab.train.parallelism_config import ParallelismConfig
@@ -43,6 +45,25 @@ def all_reduce(values: torch.Tensor, world: World, op: str = "sum") -> torch.Ten
         reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
         dist.all_reduce(values, op=reduce_op)
     return values
+
+
+def average_over(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup) -> None:
+    """Averages each of ``tensors`` (plain local tensors, e.g. gradients) over the ranks of
+    ``group``, in place, with one all-reduce of them all flattened."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    flat.div_(dist.get_world_size(group))
+    for t, averaged in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        t.copy_(averaged.view_as(t))
+
+
+def model_parallel_mesh(
+    config: ParallelismConfig, world: World, device: torch.device, model_dim: str
+) -> DeviceMesh:
+    """The job's (data x ``model_dim``) ``DeviceMesh`` of ``config.mesh``'s degrees: ranks
+    ``d * model + m``, the consecutive ranks of a row forming one model group."""
+    shape = config.mesh_shape(world.world_size)
+    return init_device_mesh(device.type, shape, mesh_dim_names=("data", model_dim))
 
 
 def barrier(world: World) -> None:

@@ -1,7 +1,8 @@
 """Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
-stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
-batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoint
-resumes in one process and as a pipeline; layouts that do not fit are refused in one line.
+stages reaches, with 1F1B and (as two data-parallel pipelines of two stages, 4 processes)
+with GPipe, the weights one process reaches on the same global batches, and so does the tiny
+Transformer MT cut inside its decoder; the LM's checkpoint resumes in one process and as a
+pipeline; layouts that do not fit are refused in one line.
 """
 
 from __future__ import annotations
@@ -100,14 +101,15 @@ def pipeline_run(
     *sets: str,
     max_steps: int = STEPS,
     experiment: str = EXPERIMENT,
+    nproc: int = 2,
 ) -> None:
-    """`seqlab train --nproc 2` with strategy=pipeline and the ``sets``."""
+    """`seqlab train --nproc N` with strategy=pipeline and the ``sets``."""
     sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
     if experiment == MT_EXPERIMENT:
         sets = (*sets, *MT_DROPOUTS)
     args = [a for o in sets for a in ("--set", o)]
     command = [sys.executable, "-m", "seqlab", "train", "--experiment", experiment]
-    result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
+    result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", str(nproc)], timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training done at step {max_steps}" in result.stdout
 
@@ -133,15 +135,21 @@ def assert_weights_of(logdir: Path, single_run: Path) -> None:
 def test_two_stages_reach_the_weights_of_one_process(
     schedule: str, single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
 ) -> None:
-    """With 1F1B the run stops half way and resumes as a pipeline from its checkpoint."""
+    """With 1F1B the run stops half way and resumes as a pipeline from its checkpoint; with
+    GPipe two pipelines of two stages (4 processes) train on halves of each global batch."""
     sets = (
         f"trainer.distributed.pipeline_schedule={schedule}",
-        "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
+        "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18 (8: to 9)
     )
     if schedule == "1f1b":
         pipeline_run(tmp_path, cache_dir, job, *sets, max_steps=STEPS // 2)
-    pipeline_run(tmp_path, cache_dir, job, *sets)
+        pipeline_run(tmp_path, cache_dir, job, *sets)
+    else:
+        mesh = "trainer.distributed.mesh=[2,2]"
+        pipeline_run(tmp_path, cache_dir, job, *sets, mesh, nproc=4)
     assert_weights_of(tmp_path, single_run)
+    # Counted once per global batch, not once per pipeline or stage.
+    assert train_curve(tmp_path, "tokens") == pytest.approx(train_curve(single_run, "tokens"))
     # The same loss and gradient norm (over both stages, the shared embedding counted once).
     for tag in ("loss", "grad_norm"):
         single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
@@ -196,6 +204,27 @@ def test_layouts_that_do_not_fit_are_refused(sets: list[str], message: str) -> N
         config.apply_overrides(["task.stack.num_layers=3"])
     with pytest.raises(ConfigError, match=message):
         check_experiment(config, world_size=3)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["mesh=[2,3]"], r"mesh=\[2, 3\] makes 6 processes, but the job has 4"),
+        (["mesh=[4]"], r"mesh=\[4\]: give two degrees \[data, model\]"),
+        (["mesh=[4,0]"], r"mesh=\[4, 0\]: give two degrees \[data, model\] of at least 1"),
+        (["mesh=[1,4]"], r"4 stages \(processes\) but the model has 2 layers"),
+        (["mesh=[2,2]", "strategy=ddp"], r"mesh=\[2, 2\] needs trainer.distributed.strategy"),
+    ],
+)
+def test_meshes_that_do_not_fit_the_job_are_refused(sets: list[str], message: str) -> None:
+    config = get_experiment(EXPERIMENT)
+    config.apply_overrides([f"trainer.distributed.{s}" for s in ["strategy=pipeline", *sets]])
+    with pytest.raises(ConfigError, match=message):
+        check_experiment(config, world_size=4)
+    config.apply_overrides(
+        ["trainer.distributed.strategy=pipeline", "trainer.distributed.mesh=[2,2]"]
+    )
+    check_experiment(config, world_size=4)  # two pipelines of the model's two layers
 
 
 def test_boundaries_that_do_not_cut_the_layers_are_refused() -> None:
