@@ -201,7 +201,7 @@ class PipelineParallel(DataParallel):
             for name in stage.batch_fields
         }
         weight = stage.loss_weight(batch) if has_examples else 0.0
-        total = torch.tensor([weight], dtype=torch.float64)
+        total = torch.tensor([weight], dtype=torch.float64, device=self.device)
         dist.all_reduce(total, group=self.data_mesh.get_group())  # the global batch's
         self._loss_share = self.data_mesh.size() / max(float(total), 1e-12) if weight else 0.0
         self._scale_loss = scale_loss

@@ -19,12 +19,13 @@ from seqlab.train.world import World, world_from_env
 def _backend(config: ParallelismConfig, device: torch.device) -> str:
     if config.backend != "auto":
         return config.backend
-    return "nccl" if device.type == "cuda" else "gloo"
+    # NCCL reduces CUDA tensors only: the loop's CPU scalars (metrics, counts) go through gloo.
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def init_process_group(config: ParallelismConfig, device: torch.device = CPU) -> World:
-    """Joins the job's process group (once; NCCL for CUDA ``device``, else gloo); returns this
-    process's World.
+    """Joins the job's process group (once; on a CUDA ``device`` NCCL for CUDA tensors and
+    gloo for CPU ones, else gloo); returns this process's World.
 
     The group's timeout bounds every collective, so a rank that hangs (rather than dies, which
     torchrun notices by itself) fails the job after ``config.timeout_seconds``.

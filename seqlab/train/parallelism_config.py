@@ -26,7 +26,9 @@ class ParallelismConfig(Config):
         "group, micro-batches flowing through them).",
     )
     backend: Backend = param(
-        "auto", doc="Process-group backend: auto (nccl on CUDA devices, else gloo), gloo or nccl."
+        "auto",
+        doc="Process-group backend: auto (on CUDA devices nccl for CUDA tensors and gloo for "
+        "CPU ones, else gloo), gloo or nccl (CUDA tensors only).",
     )
     timeout_seconds: float = param(
         600.0,
