@@ -67,8 +67,7 @@ def check_pipeline(config: ParallelismConfig, task: Any, num_stages: int) -> Non
         raise ConfigError(
             f"trainer.distributed.pipeline_microbatches={config.pipeline_microbatches} is "
             f"fewer than the {num_stages} pipeline stages (processes per pipeline); set it to "
-            f"at least "
-            f"{num_stages}"
+            f"at least {num_stages}"
         )
 
 
