@@ -13,7 +13,9 @@ installed). Parts, each in its own process, each run whatever happened before it
    token that part 2's MFU uses, counted by ``torch.utils.flop_counter.FlopCounterMode``;
 4. ``seqlab decode --dataset test --device cuda`` (beam 4) of part 2's checkpoint;
 5. that GPU checkpoint resumed on the CPU for 3 more steps;
-6. a 2-process DDP run of ``transformer_tiny`` on 2 GPUs (skipped with fewer).
+6. a 2-process DDP run of ``transformer_tiny`` on 2 GPUs (skipped with fewer);
+7. the same with ``trainer.distributed.strategy=pipeline``: two stages, NCCL between the
+   GPUs (skipped with fewer); its loss and tokens/s.
 
 Then a one-screen summary, also written to ``--out`` (default ``$OUT``, else
 ``./gpu_check_out``) with the full log and a JSON of every number; the exit status is 1 if
@@ -92,8 +94,8 @@ class Plan:
     train_sets: list[str]
     bench_batches: int
     bench_reps: int
-    ddp_steps: int
-    ddp_sets: list[str]
+    two_gpu_steps: int
+    two_gpu_sets: list[str]
     timeouts: dict[str, float]
     budget_seconds: float
 
@@ -108,8 +110,8 @@ class Plan:
             train_sets=["trainer.schedule.warmup_steps=100"],
             bench_batches=4,
             bench_reps=3,
-            ddp_steps=20,
-            ddp_sets=[],
+            two_gpu_steps=20,
+            two_gpu_sets=[],
             timeouts={
                 "tests": 200,
                 "train": 240,
@@ -117,6 +119,7 @@ class Plan:
                 "decode": 150,
                 "resume": 200,
                 "ddp": 150,
+                "pipeline": 120,
             },
             budget_seconds=560,
         )
@@ -138,8 +141,8 @@ class Plan:
             ],
             bench_batches=2,
             bench_reps=1,
-            ddp_steps=4,
-            ddp_sets=["trainer.num_threads=1", "data.max_tokens=256"],
+            two_gpu_steps=4,
+            two_gpu_sets=["trainer.num_threads=1", "data.max_tokens=256"],
             timeouts={
                 "tests": 180,
                 "train": 300,
@@ -147,6 +150,7 @@ class Plan:
                 "decode": 180,
                 "resume": 240,
                 "ddp": 240,
+                "pipeline": 240,
             },
             budget_seconds=1500,
         )
@@ -549,25 +553,36 @@ class Check:
         result.note = f"resumed from {checkpoint} on the CPU, trained to step {steps}"
         return result
 
-    # ---- part 6: DDP on two GPUs -----------------------------------------------------------------
+    # ---- parts 6 and 7: DDP and pipeline stages on two GPUs ------------------------------------
     def ddp(self, result: PartResult, timeout: float) -> PartResult:
+        return self.two_processes(result, timeout, "ddp", "2 processes")
+
+    def pipeline(self, result: PartResult, timeout: float) -> PartResult:
+        return self.two_processes(result, timeout, "pipeline", "2 pipeline stages")
+
+    def two_processes(
+        self, result: PartResult, timeout: float, strategy: str, layout: str
+    ) -> PartResult:
+        """A short run of transformer_tiny under ``trainer.distributed.strategy`` in 2
+        processes (2 GPUs, NCCL; gloo on the CPU when rehearsing): its loss and tokens/s."""
         if not self.needs(result, SEQLAB_MODULES):
             return result
         count = self.info["cuda"]["count"]
         if not self.plan.rehearsal and count < 2:
             return result.skip(f"{count} GPU visible; needs 2")
         device = "cpu" if self.plan.rehearsal else "cuda"
-        steps = self.plan.ddp_steps
+        steps = self.plan.two_gpu_steps
         sets = [
             f"data.cache_dir={self.cache}",
             f"trainer.device={device}",
             f"trainer.max_steps={steps}",
+            f"trainer.distributed.strategy={strategy}",
             "trainer.eval_every_steps=0",
             "trainer.decode_every_steps=0",
             "trainer.checkpoint_every_steps=0",
-            *self.plan.ddp_sets,
+            *self.plan.two_gpu_sets,
         ]
-        logdir = self.work / "run_ddp"
+        logdir = self.work / f"run_{strategy}"
         command = self.seqlab(
             "train",
             "--nproc",
@@ -586,7 +601,11 @@ class Check:
         stats = train_scalars(logdir / "train")
         result.numbers = {"seconds": done.seconds, **stats}
         where = "CPU, gloo (rehearsal)" if self.plan.rehearsal else "2 GPUs, nccl"
-        result.note = f"{steps} steps of transformer_tiny in 2 processes on {where}"
+        result.note = (
+            f"{steps} steps of transformer_tiny in {layout} on {where}: final loss "
+            f"{stats.get('loss', float('nan')):.2f}, "
+            f"{stats.get('tokens_per_second', float('nan')):,.0f} tok/s"
+        )
         return result
 
     # ---- all of it -------------------------------------------------------------------------------
@@ -611,6 +630,7 @@ class Check:
             "decode": self.decode,
             "resume": self.resume,
             "ddp": self.ddp,
+            "pipeline": self.pipeline,
         }
         for key, title in PART_TITLES:
             self.part(key, title, bodies[key])
@@ -658,6 +678,7 @@ PART_TITLES: tuple[tuple[str, str], ...] = (
     ("decode", "4 decode test, beam 4"),
     ("resume", "5 resume GPU checkpoint on CPU"),
     ("ddp", "6 DDP, 2 processes"),
+    ("pipeline", "7 pipeline, 2 stages"),
 )
 
 

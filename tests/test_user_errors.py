@@ -199,7 +199,7 @@ nproc_fsdp_weight_noise: train --nproc 2 --set trainer.distributed.strategy=fsdp
 nproc_zero3: train --nproc 2 --set trainer.distributed.strategy=zero3 | 'trainer.distributed.strategy'
 nproc_tensor_heads: train --nproc 4 --set trainer.distributed.strategy=tensor | task.encoder.layer.self_attention.num_heads=2 is not divisible by the tensor-parallel degree 4
 nproc_tensor_ffn: train --nproc 2 --set trainer.distributed.strategy=tensor --set task.decoder.layer.ffn.hidden_dim=127 | task.decoder.layer.ffn.hidden_dim=127 is not divisible
-nproc_tensor_degree: train --nproc 4 --set trainer.distributed.strategy=tensor --set trainer.distributed.tensor_degree=3 | trainer.distributed.tensor_degree=3 does not divide the job's 4 processes
+nproc_tensor_mesh: train --nproc 4 --set trainer.distributed.strategy=tensor --set trainer.distributed.mesh=[2,3] | trainer.distributed.mesh=[2, 3] makes 6 processes, but the job has 4
 nproc_tensor_qat: train --nproc 2 --set trainer.distributed.strategy=tensor --set quant.mode=qat | quant.mode=qat does not work with trainer.distributed.strategy=tensor
 tensor_one_process: train --set trainer.distributed.strategy=tensor | trainer.distributed.strategy=tensor needs several processes
 nproc_none: train --nproc 2 --set trainer.distributed.strategy=none | trainer.distributed.strategy=none, but the job has 2 processes

@@ -1,17 +1,22 @@
-"""Pipeline parallelism: a model's layers cut into one stage per process (see
+"""Pipeline parallelism: a model's layers cut into one stage per process of a pipeline (see
 seqlab.distributed.pipeline_stages), with micro-batches flowing through them on a GPipe or
 1F1B schedule of ``torch.distributed.pipelining``.
 
-Every rank builds the whole task (same seed, same weights), then keeps only its stage. The
-stages that keep a copy of the shared embedding matrix sum its gradients after every global
-batch, so the copies stay equal. Checkpoints go through DCP under the unsplit model's names,
-so a pipeline run resumes in one process or under DDP, and a single-process checkpoint
-resumes as a pipeline.
+The job's processes form a (data x pipeline) ``DeviceMesh`` (``trainer.distributed.mesh``;
+by default one pipeline of all of them): each row of consecutive ranks is one pipeline,
+rank ``d * stages + s`` stage ``s`` of pipeline ``d``. Every rank builds the whole task (same
+seed, same weights), then keeps only its stage. The stages of a pipeline that keep a copy of
+the shared embedding matrix sum its gradients after every global batch, so the copies stay
+equal; then each stage averages its gradients with the same stage of the other pipelines (its
+column of the mesh), as DDP's ranks do. Checkpoints go through DCP under the unsplit model's
+names (DCP keeps one copy of what several ranks save under one key), so a pipeline run
+resumes in one process or under DDP, and a single-process checkpoint resumes as a pipeline.
 
-Every rank collates the whole global batch; the schedule splits it into micro-batches along
-the batch dimension (padded with empty rows to a multiple of them). The last stage computes
-each micro-batch's loss, weighted by its share of the global batch's loss weight (target
-tokens), so the gradients are those of the unsplit model on the whole batch.
+Each pipeline collates its slice of the global batch (as DDP's ranks do), and every stage of
+it the same slice; the schedule splits it into micro-batches along the batch dimension (padded
+with empty rows to a multiple of them). The last stage computes each micro-batch's loss,
+weighted by its share of the global batch's loss weight (target tokens) times the number of
+pipelines, so that the averaged gradients are those of the unsplit model on the whole batch.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from tqdm.auto import tqdm
 
 from seqlab.core.config import ConfigError
 from seqlab.core.nested_map import NestedMap
+from seqlab.data.data_sharding import shard_indices
 from seqlab.distributed.checkpoint import (
     load_sharded_state,
     read_extra,
@@ -44,7 +50,12 @@ from seqlab.distributed.pipeline_stages import (
     stage_layers,
     stage_module_for,
 )
-from seqlab.distributed.process_group import barrier, gather_objects
+from seqlab.distributed.process_group import (
+    average_over,
+    barrier,
+    gather_objects,
+    model_parallel_mesh,
+)
 from seqlab.distributed.strategies import DataParallel
 from seqlab.models.base import Metrics, Task
 from seqlab.train.checkpoint import CheckpointError, load_checkpoint
@@ -56,14 +67,15 @@ from seqlab.train.world import World
 
 
 def check_pipeline(config: ParallelismConfig, task: Any, num_stages: int) -> None:
-    """Refuses, in one line naming the key, a pipeline layout this model cannot take."""
+    """Refuses, in one line naming the key, a pipeline of ``num_stages`` stages (processes)
+    this model cannot take."""
     module = stage_module_for(task)
     stage_layers(module.num_layers(task), num_stages, config.pipeline_boundaries)
     if config.pipeline_microbatches < num_stages:
         raise ConfigError(
             f"trainer.distributed.pipeline_microbatches={config.pipeline_microbatches} is "
-            f"fewer than the {num_stages} pipeline stages (processes); set it to at least "
-            f"{num_stages}"
+            f"fewer than the {num_stages} pipeline stages (processes per pipeline); set it to "
+            f"at least {num_stages}"
         )
 
 
@@ -92,15 +104,21 @@ def _pad_rows(value: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
 
 
 class PipelineParallel(DataParallel):
-    """Strategy ``pipeline``: stage ``rank`` of ``world_size`` on every rank."""
+    """Strategy ``pipeline``: one stage of one pipeline on every rank.
+
+    ``data_parallel_rank`` and ``data_parallel_size`` stay the world's (each rank its own
+    random stream): unlike tensor parallelism, the stages of a pipeline share no dropout."""
 
     name = "pipeline"
 
     def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
         super().__init__(config, world, device)
-        self.num_stages = world.world_size
-        self.first = world.rank == 0
-        self.last = world.rank == self.num_stages - 1
+        self.mesh = model_parallel_mesh(config, world, device, "pipeline")
+        self.pipeline_mesh, self.data_mesh = self.mesh["pipeline"], self.mesh["data"]
+        self.num_stages = self.pipeline_mesh.size()
+        self.stage_index = self.pipeline_mesh.get_local_rank()
+        self.first = self.stage_index == 0
+        self.last = self.stage_index == self.num_stages - 1
         self.counts_batch = self.last
         self._stage: StageModule | None = None
         self._schedule: Any = None
@@ -108,7 +126,7 @@ class PipelineParallel(DataParallel):
         self._tied_group: Any = None
         self._counts_tied = True
         self._scale_loss: Callable[[torch.Tensor, float], torch.Tensor] | None = None
-        self._total_weight = 0.0
+        self._loss_share = 0.0
         self._forward_context: Callable[[], contextlib.AbstractContextManager] = (
             contextlib.nullcontext
         )
@@ -122,11 +140,14 @@ class PipelineParallel(DataParallel):
         )
         if self.world.is_main:
             tqdm.write(f"[seqlab] {describe_stages(ranges, [size(r) for r in ranges])}")
-        # Every rank creates every group, in the same order.
         sharing = module.embedding_stages(task, ranges)
-        self._tied_group = dist.new_group(sharing) if len(sharing) > 1 else None
-        self._counts_tied = self.world.rank == sharing[0]
-        self._stage = module(task, ranges, self.world.rank, lambda: self._forward_context())
+        if len(sharing) > 1:  # every rank creates every pipeline's group, in the same order
+            for pipeline in self.mesh.mesh.tolist():
+                group = dist.new_group([pipeline[s] for s in sharing])
+                if self.world.rank in pipeline:
+                    self._tied_group = group
+        self._counts_tied = self.stage_index == sharing[0]
+        self._stage = module(task, ranges, self.stage_index, lambda: self._forward_context())
         return self._stage
 
     def _tied(self) -> list[nn.Parameter]:
@@ -145,11 +166,12 @@ class PipelineParallel(DataParallel):
             return self._schedule
         stage = PipelineStage(
             self._stage,
-            self.world.rank,
+            self.stage_index,
             self.num_stages,
             self.device,
             input_args=inputs,
             output_args=outputs,
+            group=self.pipeline_mesh.get_group(),
         )
         schedule_class = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
         self._schedule = schedule_class[self.config.pipeline_schedule](
@@ -163,10 +185,11 @@ class PipelineParallel(DataParallel):
 
     def _micro_batch_loss(self, loss: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The last stage's micro-batch loss weighted by its share of the global batch's loss
-        weight (``target``, the micro-batch's paddings, is what the schedule requires)."""
+        weight times the number of pipelines (``target``, the micro-batch's paddings, is what
+        the schedule requires)."""
         assert self._stage is not None and self._scale_loss is not None
         weight = float(self._stage.metrics[-1]["loss"][1])
-        return self._scale_loss(loss, weight / max(self._total_weight, 1e-12))
+        return self._scale_loss(loss, weight * self._loss_share)
 
     # ---- training ---------------------------------------------------------------------------
     def forward_backward(
@@ -177,8 +200,8 @@ class PipelineParallel(DataParallel):
         forward_context: Callable[[], contextlib.AbstractContextManager],
         scale_loss: Callable[[torch.Tensor, float], torch.Tensor],
     ) -> tuple[torch.Tensor, Metrics]:
-        """Runs the schedule over the whole global batch; returns the global loss on every
-        rank and the metrics (weight 0 on all but the last stage)."""
+        """Runs the schedule over this pipeline's slice of the global batch; returns the
+        global loss on every rank and the metrics (weight 0 on all but the last stage)."""
         stage = self._stage
         assert stage is not None
         microbatches = self.config.pipeline_microbatches
@@ -187,7 +210,10 @@ class PipelineParallel(DataParallel):
             name: _pad_rows(batch[name], rows, 1.0 if name.endswith("paddings") else 0)
             for name in stage.batch_fields
         }
-        self._total_weight = stage.loss_weight(batch)
+        weight = stage.loss_weight(batch) if has_examples else 0.0
+        total = torch.tensor([weight], dtype=torch.float64, device=self.device)
+        dist.all_reduce(total, group=self.data_mesh.get_group())  # the global batch's
+        self._loss_share = self.data_mesh.size() / max(float(total), 1e-12) if weight else 0.0
         self._scale_loss = scale_loss
         self._forward_context = forward_context
         stage.metrics.clear()
@@ -196,34 +222,44 @@ class PipelineParallel(DataParallel):
         # The schedule wants a target per micro-batch; the loss weights come from the metrics.
         target = inputs[stage.batch_fields[0]]
         schedule.step(*args, target=target, return_outputs=False, **inputs)
-        combined = gather_objects(_combine(stage.metrics) if self.last else None, self.world)
-        metrics = combined[-1]
-        global_loss = torch.tensor(metrics["loss"][0])
-        if not self.last:  # counted once, by the last stage
-            metrics = {name: (value, 0.0) for name, (value, _) in metrics.items()}
-        return global_loss, metrics
+        mine = _combine(stage.metrics) if self.last else None
+        if mine is not None and not has_examples:
+            mine = {name: (value, 0.0) for name, (value, _) in mine.items()}
+        pipelines = [m for m in gather_objects(mine, self.world) if m is not None]
+        global_loss = torch.tensor(_combine(pipelines)["loss"][0])
+        if mine is None:  # counted once, by the last stage
+            mine = {name: (value, 0.0) for name, (value, _) in pipelines[0].items()}
+        return global_loss, mine
 
     def gradient_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        return self._summing_tied_gradients() if last else contextlib.nullcontext()
+        return self._synchronising_gradients(model) if last else contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def _summing_tied_gradients(self) -> Iterator[None]:
+    def _synchronising_gradients(self, model: nn.Module) -> Iterator[None]:
+        """After the backward: sums the shared embedding's gradient over the stages of the
+        pipeline, then averages every gradient over the pipelines."""
         yield
         for param in self._tied():
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
             dist.all_reduce(param.grad, group=self._tied_group)
+        if self.data_mesh.size() > 1:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            average_over(grads, self.data_mesh.get_group())
 
     def local_indices(self, global_indices: Sequence[int]) -> list[int]:
-        return list(global_indices)  # every stage sees the whole batch
+        """This pipeline's slice (every stage of it the same)."""
+        return shard_indices(global_indices, self.data_mesh.get_local_rank(), self.data_mesh.size())
 
     def gradient_norm(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
-        """Over every stage's gradients, the shared embedding's counted once."""
+        """Over the stages of this rank's pipeline (the pipelines hold the same averaged
+        gradients), the shared embedding's counted once."""
         tied = set() if self._counts_tied else {id(p) for p in self._tied()}
         grads = [p.grad for p in params if p.grad is not None and id(p) not in tied]
         local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         squared = local.double().square().reshape(1)
-        return self.all_reduce(squared).sqrt()[0].to(local.dtype)
+        dist.all_reduce(squared, group=self.pipeline_mesh.get_group())
+        return squared.sqrt()[0].to(local.dtype)
 
     # ---- checkpoints: each stage writes its own parameters under the unsplit names ----------
     def save(
@@ -320,8 +356,9 @@ class PipelineParallel(DataParallel):
     # ---- eval and decode: rank 0 evaluates the whole model, gathered from the stages ------
     @contextlib.contextmanager
     def evaluation_task(self, task: Task, config: ExperimentConfig) -> Iterator[Task | None]:
-        states: list[Any] | None = [None] * self.num_stages if self.world.is_main else None
-        dist.gather_object(to_cpu(task.state_dict()), states, dst=0)
+        states: list[Any] | None = [None] * self.world.world_size if self.world.is_main else None
+        first_pipeline = self.data_mesh.get_local_rank() == 0  # (the others hold the same)
+        dist.gather_object(to_cpu(task.state_dict()) if first_pipeline else {}, states, dst=0)
         try:
             if states is None:
                 yield None

@@ -4,10 +4,12 @@ trainer needs (all no-ops in a single process)."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from seqlab.train.device import CPU
 from seqlab.train.parallelism_config import ParallelismConfig
@@ -17,12 +19,13 @@ from seqlab.train.world import World, world_from_env
 def _backend(config: ParallelismConfig, device: torch.device) -> str:
     if config.backend != "auto":
         return config.backend
-    return "nccl" if device.type == "cuda" else "gloo"
+    # NCCL reduces CUDA tensors only: the loop's CPU scalars (metrics, counts) go through gloo.
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def init_process_group(config: ParallelismConfig, device: torch.device = CPU) -> World:
-    """Joins the job's process group (once; NCCL for CUDA ``device``, else gloo); returns this
-    process's World.
+    """Joins the job's process group (once; on a CUDA ``device`` NCCL for CUDA tensors and
+    gloo for CPU ones, else gloo); returns this process's World.
 
     The group's timeout bounds every collective, so a rank that hangs (rather than dies, which
     torchrun notices by itself) fails the job after ``config.timeout_seconds``.
@@ -43,6 +46,25 @@ def all_reduce(values: torch.Tensor, world: World, op: str = "sum") -> torch.Ten
         reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
         dist.all_reduce(values, op=reduce_op)
     return values
+
+
+def average_over(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup) -> None:
+    """Averages each of ``tensors`` (plain local tensors, e.g. gradients) over the ranks of
+    ``group``, in place, with one all-reduce of them all flattened."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    flat.div_(dist.get_world_size(group))
+    for t, averaged in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        t.copy_(averaged.view_as(t))
+
+
+def model_parallel_mesh(
+    config: ParallelismConfig, world: World, device: torch.device, model_dim: str
+) -> DeviceMesh:
+    """The job's (data x ``model_dim``) ``DeviceMesh`` of ``config.mesh``'s degrees: ranks
+    ``d * model + m``, the consecutive ranks of a row forming one model group."""
+    shape = config.mesh_shape(world.world_size)
+    return init_device_mesh(device.type, shape, mesh_dim_names=("data", model_dim))
 
 
 def barrier(world: World) -> None:

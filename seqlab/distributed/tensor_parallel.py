@@ -1,6 +1,6 @@
 """Strategy ``tensor``: Megatron-style tensor parallelism over the ``tensor`` dimension of a
-(data x tensor) ``DeviceMesh``: ``trainer.distributed.tensor_degree`` processes split each
-layer (all of them by default), and the groups of them train on different examples.
+(data x tensor) ``DeviceMesh``: the processes of a model group of ``trainer.distributed.mesh``
+(all of them by default) split each layer, and the groups train on different examples.
 
 Each ``MultiHeadAttention`` projects queries and keys/values column-wise (each rank computes
 its own heads) and its output row-wise (partial sums all-reduced); each ``FeedForward``
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
@@ -40,6 +40,7 @@ from torch.distributed.tensor.placement_types import _StridedShard
 
 from seqlab.core.config import Config, ConfigError
 from seqlab.data.data_sharding import shard_indices
+from seqlab.distributed.process_group import average_over, model_parallel_mesh
 from seqlab.distributed.strategies import GatheredReplicaEvaluation
 from seqlab.distributed.vocab_parallel import split_vocabulary
 from seqlab.layers.attention import MultiHeadAttention
@@ -113,8 +114,8 @@ def check_tensor_parallel(task: Config, degree: int) -> None:
 def _indivisible(key: str, value: int, degree: int) -> ConfigError:
     return ConfigError(
         f"trainer.distributed.strategy=tensor: {key}={value} is not divisible by the "
-        f"tensor-parallel degree {degree} (trainer.distributed.tensor_degree, by default the "
-        f"number of processes)"
+        f"tensor-parallel degree {degree} (trainer.distributed.mesh's model degree, by default "
+        f"the number of processes)"
     )
 
 
@@ -174,7 +175,7 @@ def _map_tensors(tree: Any, fn: Any) -> Any:
 
 class TensorParallel(GatheredReplicaEvaluation):
     """Strategy ``tensor``: the ranks form a (data x tensor) mesh. The ranks of a tensor
-    group (consecutive ranks, ``tensor_degree`` of them) split each layer and train on the
+    group (consecutive ranks, ``mesh``'s model degree of them) split each layer and train on the
     same examples; the groups split each global batch as DDP's ranks do, and average their
     gradients after the last micro-batch."""
 
@@ -182,9 +183,7 @@ class TensorParallel(GatheredReplicaEvaluation):
 
     def __init__(self, config: ParallelismConfig, world: World, device: torch.device) -> None:
         super().__init__(config, world, device)
-        degree = config.tensor_degree or world.world_size
-        shape = (world.world_size // degree, degree)
-        mesh = init_device_mesh(device.type, shape, mesh_dim_names=("data", "tensor"))
+        mesh = model_parallel_mesh(config, world, device, "tensor")
         self.mesh, self.data_mesh = mesh["tensor"], mesh["data"]
         self._foreach: list[bool | None] | None = None  # the optimizer's, as configured
 
@@ -234,11 +233,7 @@ class TensorParallel(GatheredReplicaEvaluation):
             return
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
-        flat = torch.cat([g.reshape(-1) for g in local])
-        dist.all_reduce(flat, group=self.data_mesh.get_group())
-        flat.div_(self.data_parallel_size)
-        for g, synced in zip(local, flat.split([g.numel() for g in local]), strict=True):
-            g.copy_(synced.view_as(g))
+        average_over(local, self.data_mesh.get_group())
 
     # DCP stores a tensor as contiguous blocks; a fused projection's strided shards are
     # written whole and split again on load (each a few MB even for large models).

@@ -67,15 +67,15 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
             f"trainer.distributed.strategy=none, but the job has {world_size} processes; "
             "use auto, ddp, fsdp, tensor or pipeline"
         )
+    if trainer.distributed.mesh and strategy not in ("tensor", "pipeline"):
+        raise ConfigError(
+            f"trainer.distributed.mesh={list(trainer.distributed.mesh)} needs "
+            f"trainer.distributed.strategy=tensor or pipeline, not {strategy}; leave it empty"
+        )
+    _, degree = trainer.distributed.mesh_shape(world_size)  # (processes per model group)
     if world_size > 1 and strategy == "tensor":
         from seqlab.distributed.tensor_parallel import check_tensor_parallel
 
-        degree = trainer.distributed.tensor_degree or world_size
-        if world_size % degree:
-            raise ConfigError(
-                f"trainer.distributed.tensor_degree={degree} does not divide the job's "
-                f"{world_size} processes into tensor-parallel groups"
-            )
         check_tensor_parallel(config.task, degree)
         if config.quant.mode != "none":
             raise ConfigError(
@@ -86,7 +86,7 @@ def _check_parallelism(config: ExperimentConfig, world_size: int) -> None:
     if world_size > 1 and strategy == "pipeline":
         from seqlab.distributed.pipeline_parallel import check_pipeline
 
-        check_pipeline(trainer.distributed, config.task, world_size)
+        check_pipeline(trainer.distributed, config.task, degree)
         if trainer.mixed_precision == "float16":
             raise ConfigError(
                 "trainer.mixed_precision=float16 does not work with "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from seqlab.core.config import Config, param
+from seqlab.core.config import Config, ConfigError, param
 
 Strategy = Literal["auto", "none", "ddp", "fsdp", "tensor", "pipeline"]
 PipelineSchedule = Literal["gpipe", "1f1b"]
@@ -21,24 +21,27 @@ class ParallelismConfig(Config):
         doc="auto (none in one process, ddp under torchrun), none (one process), ddp "
         "(DistributedDataParallel: full replica per process), fsdp (FSDP2 fully_shard: "
         "parameters, gradients and optimizer state sharded across processes), tensor "
-        "(attention heads and feed-forward widths split across processes, each on the whole "
-        "batch) or pipeline (the layers cut into one stage per process, micro-batches flowing "
-        "through them).",
+        "(attention heads and feed-forward widths split across the processes of a model "
+        "group, see mesh) or pipeline (the layers cut into one stage per process of a model "
+        "group, micro-batches flowing through them).",
     )
     backend: Backend = param(
-        "auto", doc="Process-group backend: auto (nccl on CUDA devices, else gloo), gloo or nccl."
+        "auto",
+        doc="Process-group backend: auto (on CUDA devices nccl for CUDA tensors and gloo for "
+        "CPU ones, else gloo), gloo or nccl (CUDA tensors only).",
     )
     timeout_seconds: float = param(
         600.0,
         doc="A collective waiting longer than this fails the job instead of hanging.",
         above=0,
     )
-    tensor_degree: int = param(
-        0,
-        doc="strategy=tensor: processes that split each layer (consecutive ranks); the job's "
-        "processes form world_size / tensor_degree such groups, which train on different "
-        "examples and average their gradients as DDP does. 0: all processes in one group.",
-        at_least=0,
+    mesh: tuple[int, ...] = param(
+        (),
+        doc="strategy=tensor or pipeline: [data, model], the degrees of the job's 2-D process "
+        "mesh (their product is the number of processes): data groups of model consecutive "
+        "ranks; the ranks of a group split the model (tensor: each layer; pipeline: into "
+        "model stages) and train on the same examples, the groups train on different "
+        "examples and average their gradients as DDP does. Empty: one group of all processes.",
     )
     fsdp_reshard_after_forward: bool = param(
         True,
@@ -47,8 +50,8 @@ class ParallelismConfig(Config):
     )
     pipeline_microbatches: int = param(
         4,
-        doc="Pipeline: micro-batches each global batch is split into (at least the number of "
-        "stages, i.e. processes).",
+        doc="Pipeline: micro-batches each pipeline's slice of a global batch is split into (at "
+        "least the number of stages).",
         at_least=1,
     )
     pipeline_schedule: PipelineSchedule = param(
@@ -61,3 +64,27 @@ class ParallelismConfig(Config):
         doc="Pipeline: the first layer of stages 1, 2, ... (one fewer than the stages, "
         "increasing); empty: the split whose largest stage holds the fewest parameters.",
     )
+
+    def mesh_shape(self, world_size: int) -> tuple[int, int]:
+        """(data, model) degrees of a job of ``world_size`` processes: ``mesh``, or (1,
+        world_size) when it is empty.
+
+        Raises:
+          ConfigError: naming the key, when ``mesh`` is not two degrees whose product is
+            ``world_size``.
+        """
+        key = f"trainer.distributed.mesh={list(self.mesh)}"
+        if not self.mesh:
+            return 1, world_size
+        if len(self.mesh) != 2 or min(self.mesh) < 1:
+            raise ConfigError(
+                f"{key}: give two degrees [data, model] of at least 1, or leave it empty for "
+                f"one model-parallel group of all processes"
+            )
+        data, model = self.mesh
+        if data * model != world_size:
+            raise ConfigError(
+                f"{key} makes {data * model} processes, but the job has {world_size}; give "
+                f"degrees whose product is {world_size}"
+            )
+        return data, model

@@ -1,8 +1,9 @@
 """Pipeline parallelism under torchrun on CPU (gloo): the tiny Transformer LM cut into two
-stages reaches, with GPipe and with 1F1B, the weights one process reaches on the same global
-batches, and so does the tiny Transformer MT cut inside its decoder; the LM's checkpoints
-change layout (one process -> pipeline -> one process or DDP, pipeline -> pipeline) on the
-way; stages are balanced by parameters; layouts that do not fit are refused in one line.
+stages reaches, with 1F1B and (as two data-parallel pipelines of two stages, 4 processes)
+with GPipe, the weights one process reaches on the same global batches, and so does the tiny
+Transformer MT cut inside its decoder; the LM's checkpoints change layout (one process ->
+pipeline mesh -> one process, pipeline -> pipeline -> one process) on the way; stages are
+balanced by parameters; layouts that do not fit are refused in one line.
 """
 
 from __future__ import annotations
@@ -112,15 +113,15 @@ def pipeline_run(
     *sets: str,
     max_steps: int = STEPS,
     experiment: str = EXPERIMENT,
-    strategy: str = "pipeline",
+    nproc: int = 2,
 ) -> str:
-    """`seqlab train --nproc 2` with the ``strategy`` and the ``sets``; returns its stdout."""
-    sets = (*overrides(cache_dir, max_steps), f"trainer.distributed.strategy={strategy}", *sets)
+    """`seqlab train --nproc N` with strategy=pipeline and the ``sets``; returns its stdout."""
+    sets = (*overrides(cache_dir, max_steps), "trainer.distributed.strategy=pipeline", *sets)
     if experiment == MT_EXPERIMENT:
         sets = (*sets, *MT_DROPOUTS)
     args = [a for o in sets for a in ("--set", o)]
     command = [sys.executable, "-m", "seqlab", "train", "--experiment", experiment]
-    result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", "2"])
+    result, _ = job([*command, "--logdir", str(logdir), *args, "--nproc", str(nproc)], timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"training done at step {max_steps}" in result.stdout
     return result.stdout
@@ -154,12 +155,12 @@ def test_two_stages_reach_the_weights_of_one_process(
     schedule: str, single_run: Path, cache_dir: Path, tmp_path: Path, job: Job
 ) -> None:
     """Half way, the run changes layout: with GPipe a single-process run's checkpoint resumes
-    as a pipeline, with 1F1B a pipeline's as a pipeline. At the end the pipeline's checkpoint
-    resumes in one process (GPipe) or in two DDP processes (1F1B), which train on from it to
-    the single run's weights."""
+    as two data-parallel pipelines of two stages (4 processes, each pipeline on half of every
+    global batch), with 1F1B a pipeline's as a pipeline. At the end the pipeline's checkpoint
+    resumes in one process, which trains on from it to the single run's weights."""
     sets = (
         f"trainer.distributed.pipeline_schedule={schedule}",
-        "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18
+        "trainer.distributed.pipeline_microbatches=3",  # 16 rows: padded to 18 (8: to 9)
     )
     checkpoints = tmp_path / "checkpoints"
     if schedule == "1f1b":
@@ -168,12 +169,18 @@ def test_two_stages_reach_the_weights_of_one_process(
     else:
         Trainer(make_config(cache_dir, STEPS // 2), tmp_path, show_progress=False).train()
         half_way = checkpoint_path(checkpoints, STEPS // 2)
-    stdout = pipeline_run(tmp_path, cache_dir, job, *sets)
+    if schedule == "1f1b":
+        stdout = pipeline_run(tmp_path, cache_dir, job, *sets)
+    else:
+        mesh = "trainer.distributed.mesh=[2,2]"
+        stdout = pipeline_run(tmp_path, cache_dir, job, *sets, mesh, nproc=4)
     assert f"resumed from {half_way} " in stdout
     # Balanced: the last stage holds the final norm besides its copy of the embedding.
     layout = "pipeline stages 0: layer 0 (65,472 parameters); 1: layer 1 (65,600 parameters)"
     assert f"[seqlab] {layout}\n" in stdout
     assert_weights_of(tmp_path, single_run)
+    # Counted once per global batch, not once per pipeline or stage.
+    assert train_curve(tmp_path, "tokens") == pytest.approx(train_curve(single_run, "tokens"))
     # The same loss and gradient norm (over both stages, the shared embedding counted once).
     for tag in ("loss", "grad_norm"):
         single, pipeline = train_curve(single_run, tag), train_curve(tmp_path, tag)
@@ -181,11 +188,8 @@ def test_two_stages_reach_the_weights_of_one_process(
         for step in pipeline:
             assert pipeline[step] == pytest.approx(single[step], rel=1e-4), (tag, step)
 
-    if schedule == "1f1b":
-        pipeline_run(tmp_path, cache_dir, job, max_steps=STEPS + 2, strategy="ddp")
-    else:
-        config = make_config(cache_dir, STEPS + 2)
-        assert Trainer(config, tmp_path, show_progress=False).train() == STEPS + 2
+    config = make_config(cache_dir, STEPS + 2)
+    assert Trainer(config, tmp_path, show_progress=False).train() == STEPS + 2
     assert_weights_of(tmp_path, single_run, STEPS + 2)
 
 
@@ -287,6 +291,27 @@ def test_layouts_that_do_not_fit_are_refused(sets: list[str], message: str) -> N
         config.apply_overrides(["task.stack.num_layers=3"])
     with pytest.raises(ConfigError, match=message):
         check_experiment(config, world_size=3)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["mesh=[2,3]"], r"mesh=\[2, 3\] makes 6 processes, but the job has 4"),
+        (["mesh=[4]"], r"mesh=\[4\]: give two degrees \[data, model\]"),
+        (["mesh=[4,0]"], r"mesh=\[4, 0\]: give two degrees \[data, model\] of at least 1"),
+        (["mesh=[1,4]"], r"4 stages \(processes\) but the model has 2 layers"),
+        (["mesh=[2,2]", "strategy=ddp"], r"mesh=\[2, 2\] needs trainer.distributed.strategy"),
+    ],
+)
+def test_meshes_that_do_not_fit_the_job_are_refused(sets: list[str], message: str) -> None:
+    config = get_experiment(EXPERIMENT)
+    config.apply_overrides([f"trainer.distributed.{s}" for s in ["strategy=pipeline", *sets]])
+    with pytest.raises(ConfigError, match=message):
+        check_experiment(config, world_size=4)
+    config.apply_overrides(
+        ["trainer.distributed.strategy=pipeline", "trainer.distributed.mesh=[2,2]"]
+    )
+    check_experiment(config, world_size=4)  # two pipelines of the model's two layers
 
 
 def test_boundaries_that_do_not_cut_the_layers_are_refused() -> None:

@@ -126,7 +126,7 @@ def test_two_data_parallel_groups_of_two_reach_the_weights_of_one(
     tmp_path: Path,
     job: Job,
 ) -> None:
-    mesh = ["trainer.distributed.strategy=tensor", "trainer.distributed.tensor_degree=2"]
+    mesh = ["trainer.distributed.strategy=tensor", "trainer.distributed.mesh=[2,2]"]
     args = seqlab_train(tmp_path, cache_dir, STEPS, *mesh)
     result, _ = job([sys.executable, "-m", "seqlab", *args, "--nproc", "4"], timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
