@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqlab.layers.embedding import TokenEmbedding
+
 
 def packing_available() -> bool:
     """Whether this PyTorch build has oneDNN and its prepacked Linear ops."""
@@ -79,10 +81,33 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+class PackedLogitsTokenEmbedding(TokenEmbedding):
+    """``TokenEmbedding`` whose ``logits`` (the output projection, V x D against a few rows
+    per decoder step) multiply by a oneDNN-packed copy of the matrix; lookups read the float
+    matrix, which it shares with the embedding it was made from."""
+
+    def __init__(self, embedding: TokenEmbedding, expected_rows: int) -> None:
+        super().__init__(embedding.config)
+        self.weight = embedding.weight
+        projection = nn.Linear(*reversed(embedding.weight.shape), bias=False)
+        projection.weight = embedding.weight
+        self.packed_projection = PackedLinear(projection, expected_rows)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, T, V] logits, from the packed copy of the embedding matrix."""
+        return self.packed_projection(inputs)
+
+
+def _packable(weight: torch.Tensor) -> bool:
+    return weight.device.type == "cpu" and weight.dtype == torch.float32
+
+
 def pack_linear_layers(model: nn.Module, expected_rows: int = 64) -> nn.Module:
     """A copy of ``model`` in eval mode whose ``nn.Linear`` layers are ``PackedLinear``.
 
-    Only layers of exactly the type ``nn.Linear`` on CPU in float32 are packed (subclasses,
+    Token embeddings (exactly ``TokenEmbedding``) become ``PackedLogitsTokenEmbedding``, so
+    the output projection is packed too. Only layers of exactly the type ``nn.Linear`` on CPU
+    in float32 are packed (subclasses,
     such as quantized or fake-quantized layers, keep their own forward). Without oneDNN the
     copy is returned unpacked.
 
@@ -96,12 +121,13 @@ def pack_linear_layers(model: nn.Module, expected_rows: int = 64) -> nn.Module:
     packed = copy.deepcopy(model, memo).eval()
     if not packing_available():
         return packed
+    embeddings: dict[int, PackedLogitsTokenEmbedding] = {}  # a shared embedding stays shared
     for module in list(packed.modules()):
         for name, child in list(module.named_children()):
-            if (
-                type(child) is nn.Linear
-                and child.weight.device.type == "cpu"
-                and child.weight.dtype == torch.float32
-            ):
+            if type(child) is nn.Linear and _packable(child.weight):
                 setattr(module, name, PackedLinear(child, expected_rows))
+            elif type(child) is TokenEmbedding and _packable(child.weight):
+                if id(child) not in embeddings:
+                    embeddings[id(child)] = PackedLogitsTokenEmbedding(child, expected_rows)
+                setattr(module, name, embeddings[id(child)])
     return packed

@@ -8,7 +8,12 @@ from torch import nn
 
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import EOS_ID
-from seqlab.layers.packed_linear import PackedLinear, pack_linear_layers, packing_available
+from seqlab.layers.packed_linear import (
+    PackedLinear,
+    PackedLogitsTokenEmbedding,
+    pack_linear_layers,
+    packing_available,
+)
 from seqlab.layers.transformer import decoder_config, encoder_config
 from seqlab.models.mt.transformer_model import TransformerMT
 
@@ -50,6 +55,9 @@ def test_packed_copy_decodes_like_the_model() -> None:
     assert not any(type(m) is nn.Linear for m in packed.modules())
     assert any(isinstance(m, PackedLinear) for m in packed.modules())
     assert not any(isinstance(m, PackedLinear) for m in task.modules())
+    # The shared embedding stays one module, whose output projection is packed too.
+    assert isinstance(packed.embedding, PackedLogitsTokenEmbedding)
+    assert packed.embedding.weight is packed.embedding.packed_projection.weight
     torch.manual_seed(1)
     src_ids = torch.randint(4, 40, (3, 7))
     src_ids[:, -1] = EOS_ID
