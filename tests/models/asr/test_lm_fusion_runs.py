@@ -94,6 +94,11 @@ def test_infer_uses_the_fused_lm_of_the_run(
     (fused_run / "config.json").write_text(json.dumps(config))
     assert main(["infer", "--logdir", str(fused_run), "--input", wav]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"{wav}\t{fused_text}"
+    # An exported artifact would decode without the language model: refused in one line.
+    export = ["export", "--logdir", str(fused_run), "--format", "torch"]
+    assert main([*export, "--out", str(tmp_path / "artifact")]) != 0
+    err = capsys.readouterr().err
+    assert "does not carry the fused language model" in err and "Traceback" not in err
 
 
 def test_decode_with_a_fused_lm_writes_hypotheses(
