@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from seqlab.cli import main
+from seqlab.core.config import ConfigError
+from seqlab.core.registry import get_experiment
 from seqlab.decoding.lm_fusion import LMFusion
 from seqlab.export.predictor import Predictor
+from seqlab.train.experiment_checks import check_experiment
 
 
 def _sets(values: list[str]) -> list[str]:
@@ -145,3 +148,10 @@ def test_las_decodes_with_the_fused_lm(
     assert isinstance(fused.context.task.fusion(), LMFusion)
     text = fused.transcribe([runs["wav"]])[0]
     assert text != unfused.transcribe([runs["wav"]])[0]
+
+
+def test_training_refuses_a_fused_lm_logdir_that_is_no_run(tmp_path: Path) -> None:
+    config = get_experiment("asr.flite_bible.las_tiny")
+    config.apply_overrides([f"task.lm_fusion.lm_logdir={tmp_path / 'nothing'}"])
+    with pytest.raises(ConfigError, match="task.lm_fusion.lm_logdir=.*not a training logdir"):
+        check_experiment(config)
