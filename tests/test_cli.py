@@ -97,7 +97,11 @@ def test_text_models_need_no_speech_packages() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "name the corpora to prepare (bible_en, bible_en_asr_lm, bible_en_es, flite_bible) or pass --all"),
+        (
+            [],
+            "name the corpora to prepare (bible_en, bible_en_asr_lm, bible_en_es, flite_bible) "
+            "or pass --all",
+        ),
         (["bible_en", "--all"], "or pass --all, not both"),
         (["bible_en", "nosuch"], "unknown corpus 'nosuch'; built-in corpora: bible_en, "),
         (["--all", "--experiment", "lm.bible_en.lstm_tiny"], "or --experiment, not both"),
