@@ -97,7 +97,11 @@ def test_text_models_need_no_speech_packages() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "name the corpora to prepare (bible_en, bible_en_es, flite_bible) or pass --all"),
+        (
+            [],
+            "name the corpora to prepare (bible_en, bible_en_asr_lm, bible_en_es, flite_bible) "
+            "or pass --all",
+        ),
         (["bible_en", "--all"], "or pass --all, not both"),
         (["bible_en", "nosuch"], "unknown corpus 'nosuch'; built-in corpora: bible_en, "),
         (["--all", "--experiment", "lm.bible_en.lstm_tiny"], "or --experiment, not both"),
@@ -117,5 +121,5 @@ def test_data_prepare_help_lists_the_corpora(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["data", "prepare", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "the corpora to prepare: bible_en, bible_en_es, flite_bible" in out
+    assert "the corpora to prepare: bible_en, bible_en_asr_lm, bible_en_es, flite_bible" in out
     assert "--all prepare every corpus" in out

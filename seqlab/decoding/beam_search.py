@@ -20,7 +20,9 @@ With K = 1, alpha = 0 and beta = 0 this is greedy search.
 Early stopping: an example stops when its n-best list is full and no live beam can beat its
 worst entry. Log-probs only fall as a hypothesis grows, lp grows with length (alpha >= 0) and
 cp <= 0, so ``best live log-prob / lp(longest allowed |Y|)`` bounds every score still to come;
-the result is the same as running every example to its maximum length. At that length EOS is
+the result is the same as running every example to its maximum length. (A model whose step
+scores may be positive, such as one with a fused length bonus, passes the most a step can add
+as ``max_step_gain``, and the bound allows for it.) At that length EOS is
 forced, so every example stops. The search ends when all examples have stopped.
 """
 
@@ -187,6 +189,28 @@ class BeamSearch(Configurable):
         lengths = p.max_decode_length_ratio * source_lengths.double() + p.max_decode_length_offset
         return lengths.floor().long().clamp(0, max_length)
 
+    def _best_possible(
+        self,
+        best_live: Tensor,
+        t: int,
+        max_lengths: Tensor,
+        max_step_gain: float,
+        longest_penalty: Tensor,
+    ) -> Tensor:
+        """[B] bound on the final score of any hypothesis still to finish after step t.
+
+        With no gain, scores only fall, so the best live log-prob over the largest length
+        penalty bounds them. With a gain g per step, the at most L - t steps left to an
+        example of maximum length L (EOS not counted) bring a score of at most
+        ``(live + g * (L - t)) / lp(|Y|)``: over the largest penalty when that sum is
+        negative, over the smallest (|Y| = t + 2) otherwise.
+        """
+        if max_step_gain == 0:
+            return best_live / longest_penalty
+        highest = best_live + max_step_gain * (max_lengths - t).clamp(min=0)
+        shortest_penalty = length_penalty(t + 2, self.config.length_penalty_alpha)
+        return torch.where(highest < 0, highest / longest_penalty, highest / shortest_penalty)
+
     @torch.no_grad()
     def search(
         self,
@@ -197,6 +221,7 @@ class BeamSearch(Configurable):
         batch_size: int,
         source_lengths: Tensor,
         max_length: int,
+        max_step_gain: float = 0.0,
     ) -> BeamSearchResult:
         """Decodes B examples with K beams each.
 
@@ -209,6 +234,8 @@ class BeamSearch(Configurable):
           source_lengths: [B] long, real source positions per example; they set each
             example's maximum length and the positions the coverage penalty counts.
           max_length: hard cap on the output tokens of a hypothesis, EOS not counted.
+          max_step_gain: the most one step's score may exceed 0 (a fused length bonus);
+            early stopping then allows for that gain at every remaining step.
 
         Returns:
           The N best finished hypotheses of each example, best first.
@@ -286,7 +313,9 @@ class BeamSearch(Configurable):
             beams, ids = top_beams.gather(1, picks), top_ids.gather(1, picks)  # [B, K]
 
             # An example stops when no live beam can beat the worst of its n-best (module doc).
-            best_possible = live_log_probs[:, 0] / longest_penalty
+            best_possible = self._best_possible(
+                live_log_probs[:, 0], t, max_lengths, max_step_gain, longest_penalty
+            )
             done |= nbest_scores[:, -1] >= best_possible
             num_done = int(done.sum())
             if num_done == b:

@@ -5,6 +5,12 @@ merging repeated labels and then removing blanks. Greedy decoding takes the best
 frame; prefix beam search (Graves 2012; Hannun et al. 2014) keeps the ``beam_size`` most
 probable label prefixes, each scored by the total probability of all frame alignments that
 collapse to it, split into alignments ending in a blank and in a non-blank.
+
+With shallow fusion (a :class:`PrefixLMScorer`), prefixes are ranked by
+
+    log P_ctc(prefix | X) + weight * log P_lm(prefix) + length_bonus * |prefix|
+
+and the final ranking adds weight * log P_lm(EOS | prefix) (Hannun et al. 2014).
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from __future__ import annotations
 import math
 
 import torch
+
+from seqlab.decoding.lm_fusion import LMFusion
+from seqlab.decoding.prefix_lm_scorer import PrefixLMScorer
 
 NEG_INF = float("-inf")
 
@@ -70,6 +79,7 @@ def ctc_prefix_beam_search(
     beam_size: int = 8,
     blank: int = 0,
     labels_per_frame: int = 0,
+    lm: PrefixLMScorer | None = None,
 ) -> list[tuple[list[int], float]]:
     """Prefix beam search over one utterance.
 
@@ -79,10 +89,11 @@ def ctc_prefix_beam_search(
       blank: the blank label.
       labels_per_frame: consider only this many most probable labels per frame (plus blank
         and the prefixes' last labels); 0 = all labels. Pruning speeds up large vocabularies.
+      lm: a fused language model's scorer, made for this utterance; None = no fusion.
 
     Returns:
-      Up to ``beam_size`` (labels, log-probability) pairs, best first; the log-probability
-      sums over every alignment of the labels.
+      Up to ``beam_size`` (labels, score) pairs, best first; the score is the log-probability
+      summed over every alignment of the labels, plus the fused scores with ``lm``.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -90,6 +101,8 @@ def ctc_prefix_beam_search(
     vocab = frames.shape[1]
     # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in a label))
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
+    # prefix -> its fused score: weight * log P_lm(prefix) + length_bonus * |prefix|
+    fused: dict[tuple[int, ...], float] = {(): 0.0}
     for frame in frames:
         scores = frame.tolist()
         if 0 < labels_per_frame < vocab:
@@ -99,6 +112,15 @@ def ctc_prefix_beam_search(
             candidates = set(range(vocab))
         candidates.discard(blank)
         next_beams: dict[tuple[int, ...], list[float]] = {}
+        next_fused = dict(fused)
+        if lm is not None:
+            extensions = lm.next_scores(list(beams))
+            for prefix in beams:
+                for label in candidates:
+                    next_fused.setdefault(
+                        prefix + (label,),
+                        fused[prefix] + extensions[prefix][label] + lm.length_bonus,
+                    )
 
         for prefix, (p_blank, p_label) in beams.items():
             total = _log_add(p_blank, p_label)
@@ -113,10 +135,16 @@ def ctc_prefix_beam_search(
                 else:
                     _add(next_beams, prefix + (label,), NEG_INF, total + score)
         ranked = sorted(
-            next_beams.items(), key=lambda item: _log_add(item[1][0], item[1][1]), reverse=True
+            next_beams.items(),
+            key=lambda item: _log_add(item[1][0], item[1][1]) + next_fused.get(item[0], 0.0),
+            reverse=True,
         )
         beams = {prefix: (b, n) for prefix, (b, n) in ranked[:beam_size]}
-    results = [(list(prefix), _log_add(b, n)) for prefix, (b, n) in beams.items()]
+        fused = {prefix: next_fused.get(prefix, 0.0) for prefix in beams}
+    if lm is not None:
+        lm.next_scores(list(beams))
+        fused = {prefix: score + lm.end_score(prefix) for prefix, score in fused.items()}
+    results = [(list(p), _log_add(b, n) + fused[p]) for p, (b, n) in beams.items()]
     return sorted(results, key=lambda item: item[1], reverse=True)
 
 
@@ -126,11 +154,19 @@ def ctc_beam_decode(
     beam_size: int = 8,
     blank: int = 0,
     labels_per_frame: int = 0,
+    fusion: LMFusion | None = None,
 ) -> list[list[int]]:
-    """Prefix beam search over a batch [B, T, V] with paddings [B, T]; the best labels each."""
+    """Prefix beam search over a batch [B, T, V] with paddings [B, T], with ``fusion``'s
+    language model if given; the best labels each."""
     lengths = (1.0 - paddings).sum(dim=1).round().long().tolist()
     return [
-        ctc_prefix_beam_search(row[:length], beam_size, blank, labels_per_frame)[0][0]
+        ctc_prefix_beam_search(
+            row[:length],
+            beam_size,
+            blank,
+            labels_per_frame,
+            None if fusion is None else PrefixLMScorer(fusion, length),
+        )[0][0]
         for row, length in zip(log_probs, lengths, strict=True)
     ]
 
@@ -142,11 +178,15 @@ def ctc_decode(
     beam_size: int = 8,
     blank: int = 0,
     labels_per_frame: int = 0,
+    fusion: LMFusion | None = None,
 ) -> list[list[int]]:
-    """``decoder`` "greedy" (best path) or "beam" (prefix beam search) over [B, T, V]
-    log-probs with paddings [B, T]; the best labels of each row."""
+    """``decoder`` "greedy" (best path) or "beam" (prefix beam search, with ``fusion``'s
+    language model if given) over [B, T, V] log-probs with paddings [B, T]; the best labels
+    of each row."""
     if decoder == "greedy":
+        if fusion is not None:
+            raise ValueError("language model fusion needs the beam decoder, not greedy")
         return ctc_greedy_decode(log_probs, paddings, blank)
     if decoder == "beam":
-        return ctc_beam_decode(log_probs, paddings, beam_size, blank, labels_per_frame)
+        return ctc_beam_decode(log_probs, paddings, beam_size, blank, labels_per_frame, fusion)
     raise ValueError(f"CTC decoder {decoder!r}; expected greedy or beam")

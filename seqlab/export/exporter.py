@@ -122,6 +122,12 @@ def export_artifact(
     }
     if family.kind == SPEECH_CTC:
         c = task.config
+        if c.lm_fusion.lm_logdir:
+            raise ArtifactError(
+                f"an artifact does not carry the fused language model of task.lm_fusion."
+                f"lm_logdir={c.lm_fusion.lm_logdir}; export without it "
+                "(--set task.lm_fusion.lm_logdir=) or transcribe with seqlab infer --logdir"
+            )
         manifest["model"].update(
             vocab_size=c.vocab_size, blank_id=PAD_ID, sample_rate=context.data.config.sample_rate
         )

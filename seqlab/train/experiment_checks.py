@@ -29,7 +29,20 @@ def check_experiment(config: ExperimentConfig, world_size: int | None = None) ->
     start = config.trainer.init_from_checkpoint
     if start and not Path(start).exists():
         raise ConfigError(f"trainer.init_from_checkpoint={start}: no such file or logdir")
+    _check_fused_lm(config)
     return _warmup_warnings(config.trainer)
+
+
+def _check_fused_lm(config: ExperimentConfig) -> None:
+    """A fused language model's logdir exists, so that a run that decodes with it does not
+    fail at its first decode, after training."""
+    for key, value in config.flatten().items():
+        if key.endswith("lm_fusion.lm_logdir") and value:
+            if not (Path(value) / "config.json").is_file():
+                raise ConfigError(
+                    f"{key}={value}: not a training logdir (no config.json); train the "
+                    "language model first (docs/speech.md, 'Language model fusion')"
+                )
 
 
 def _check_vocabulary(config: ExperimentConfig) -> None:

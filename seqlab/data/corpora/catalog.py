@@ -25,9 +25,16 @@ def _prepare_flite_bible(out_dir: Path) -> dict[str, Path]:
 _SPEECH: dict[str, Callable[[Path], dict[str, Path]]] = {"flite_bible": _prepare_flite_bible}
 
 
+def _prepare_bible_asr_lm(out_dir: Path) -> dict[str, Path]:
+    from seqlab.data.corpora.bible_asr_lm import prepare_bible_asr_lm
+
+    return prepare_bible_asr_lm(out_dir)
+
+
 # name -> preparer of monolingual corpora (language models), whose splits are .txt lines.
 _MONOLINGUAL: dict[str, Callable[[Path], dict[str, Path]]] = {
     "bible_en": lambda out: prepare_bible_monolingual("engKJV2006eb", out),
+    "bible_en_asr_lm": _prepare_bible_asr_lm,
 }
 
 

@@ -148,6 +148,22 @@ def plan_utterances(verses: list[str], request: FliteBibleRequest) -> list[Utter
     return plan
 
 
+def prepared_for(paths: dict[str, Path], request: dict[str, object]) -> bool:
+    """Whether every file of ``paths`` exists and ``paths["meta"]`` records ``request``."""
+    if not all(p.is_file() for p in paths.values()):
+        return False
+    try:
+        return json.loads(paths["meta"].read_text(encoding="utf-8")).get("request") == request
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def plan_from_bible(bible: dict[str, Path], request: FliteBibleRequest) -> list[Utterance]:
+    """The plan of the corpus made from the prepared KJV text files ``bible`` (by split)."""
+    lines = [ln for s in SPLITS for ln in bible[s].read_text(encoding="utf-8").splitlines()]
+    return plan_utterances(select_verses(lines, request.min_words, request.max_words), request)
+
+
 def synthesize(utterance: Utterance, path: Path) -> float:
     """Synthesizes ``utterance`` into ``path`` (16 kHz mono WAV); returns its duration (s).
 
@@ -216,16 +232,11 @@ def prepare_flite_bible(
     paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
     paths["meta"] = out_dir / "meta.json"
     wanted = {"format_version": FORMAT_VERSION, **dataclasses.asdict(request)}
-    if all(p.is_file() for p in paths.values()):
-        try:
-            if json.loads(paths["meta"].read_text(encoding="utf-8")).get("request") == wanted:
-                return paths
-        except (OSError, json.JSONDecodeError):
-            pass
+    if prepared_for(paths, wanted):
+        return paths
 
     bible = prepare_bible_monolingual(BIBLE_MODULE, out_dir.parent / "bible_en")
-    lines = [ln for s in SPLITS for ln in bible[s].read_text(encoding="utf-8").splitlines()]
-    plan = plan_utterances(select_verses(lines, request.min_words, request.max_words), request)
+    plan = plan_from_bible(bible, request)
     missing = missing_synthesizers(sorted({u.voice for u in plan}))
     if missing:
         raise FileNotFoundError(

@@ -68,6 +68,8 @@ class ConformerCtc(SpeechTask):
                 raise ConfigError(
                     f"{key} ({value}) must equal encoder.layer.model_dim ({model_dim})"
                 )
+        if config.lm_fusion.lm_logdir and config.decoder != "beam":
+            raise ConfigError("task.lm_fusion.lm_logdir needs task.decoder=beam (prefix search)")
         self.positions = config.positions.build()
         self.frame_scale = math.sqrt(model_dim) if config.scale_frames else 1.0
         self.input_dropout = Dropout(config.input_dropout_prob)
@@ -131,5 +133,13 @@ class ConformerCtc(SpeechTask):
         """Returns NestedMap(ids: B label lists)."""
         log_probs, paddings = self.frame_log_probs(batch.audio, batch.audio_paddings)
         c = self.config
-        ids = ctc_decode(log_probs, paddings, c.decoder, c.beam_size, BLANK_ID, c.labels_per_frame)
+        ids = ctc_decode(
+            log_probs,
+            paddings,
+            c.decoder,
+            c.beam_size,
+            BLANK_ID,
+            c.labels_per_frame,
+            self.fusion(),
+        )
         return NestedMap(ids=ids)

@@ -19,6 +19,8 @@ from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqlab.decoding.beam_search import BeamSearch
+from seqlab.decoding.fused_model import FusedModel
+from seqlab.decoding.step_model import IncrementalModel
 from seqlab.layers.cross_entropy import LabelSmoothedCrossEntropy
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import TokenEmbedding
@@ -146,20 +148,31 @@ class ListenAttendSpell(SpeechTask):
         return self.decoder.select_examples(state, examples)
 
     def decode(self, batch: NestedMap) -> NestedMap:
-        """Beam search; output lengths are capped relative to the encoder frames.
+        """Beam search, with the fused language model of ``lm_fusion`` if any; output lengths
+        are capped relative to the encoder frames.
 
         Returns:
           NestedMap(ids: B label lists, scores [B]).
         """
         encoded, paddings = self.encode(batch.audio, batch.audio_paddings)
         frames = (1.0 - paddings).sum(dim=1).round().long()
-        result = self.config.beam_search.build().search(
-            self,
-            self.decoder.init_state(encoded, paddings),
+        search = self.config.beam_search.build()
+        max_length, batch_size = self.config.max_decode_length, encoded.shape[0]
+        model: IncrementalModel = self
+        state = self.decoder.init_state(encoded, paddings)
+        fusion = self.fusion()
+        if fusion is not None:
+            model = FusedModel(self, fusion)
+            longest = int(search.max_lengths(frames, max_length).max()) + 1  # and EOS
+            state = model.initial_state(state, batch_size, longest)
+        result = search.search(
+            model,
+            state,
             bos_id=BOS_ID,
             eos_id=EOS_ID,
-            batch_size=encoded.shape[0],
+            batch_size=batch_size,
             source_lengths=frames,
-            max_length=self.config.max_decode_length,
+            max_length=max_length,
+            max_step_gain=0.0 if fusion is None else fusion.length_bonus,
         )
         return NestedMap(ids=result.best_ids, scores=result.best_scores)

@@ -1,14 +1,16 @@
 """What every speech recognizer shares: the audio front, transcripts out, WER/CER scoring.
 
 A model subclasses :class:`SpeechTask` and gets the log-mel front end, SpecAugment (active in
-training only) and the 4x convolutional subsampling as ``featurize``, plus the decode-result
-and metric methods the runners call. Labels are the tokenizer's ids; id 0 (padding) never
+training only) and the 4x convolutional subsampling as ``featurize``, the language model to
+fuse in decoding (``lm_fusion``, as ``fusion()``), plus the decode-result and metric methods
+the runners call. Labels are the tokenizer's ids; id 0 (padding) never
 occurs in a transcript, so a CTC model can use it as its blank.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ import torch
 from seqlab.core.config import ConfigError, param
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.transcripts import labels_to_transcript
+from seqlab.decoding.lm_fusion import LMFusion, label_map
 from seqlab.layers.audio_frontend import LogMelFrontend
 from seqlab.layers.conv_subsampling import ConvSubsampling
 from seqlab.layers.spec_augment import SpecAugment
@@ -38,6 +41,9 @@ class SpeechTask(Task):
         vocab_size: int = param(
             32, doc="Output labels V (the tokenizer's ids fit below it).", at_least=1
         )
+        lm_fusion: LMFusion.Config = param(
+            LMFusion.Config(), doc="Shallow fusion of a trained language model in decoding."
+        )
 
     config: Config
 
@@ -52,6 +58,7 @@ class SpeechTask(Task):
         self.frontend = config.frontend.build()
         self.spec_augment = config.spec_augment.build()
         self.subsampling = config.subsampling.build()
+        self._fusion: LMFusion | None = None  # loaded on first use, not part of the model
 
     def featurize(
         self, audio: torch.Tensor, audio_paddings: torch.Tensor
@@ -60,6 +67,40 @@ class SpeechTask(Task):
         features, paddings = self.frontend(audio, audio_paddings)
         features = self.spec_augment(features, paddings)
         return self.subsampling(features, paddings)
+
+    def fusion(self) -> LMFusion | None:
+        """The language model of ``lm_fusion`` on this model's device, loaded from its
+        logdir on first use; None without ``lm_fusion.lm_logdir``.
+
+        Raises:
+          ConfigError: the logdir holds no language model, or its tokenizer has other
+            pieces than this model's.
+          LogdirError, CheckpointError: the logdir or its checkpoint is missing or broken.
+        """
+        config = self.config.lm_fusion
+        if not config.lm_logdir:
+            return None
+        if self._fusion is None:
+            # Imported here: loading a run needs the runners, which import the models.
+            from seqlab.export.predictor import Predictor
+            from seqlab.models.lm.language_model import LanguageModel
+
+            run = Predictor.from_logdir(
+                Path(config.lm_logdir),
+                device=next(self.parameters()).device,
+                checkpoint=config.checkpoint,
+            )
+            lm = run.context.task
+            if not isinstance(lm, LanguageModel):
+                raise ConfigError(
+                    f"task.lm_fusion.lm_logdir={config.lm_logdir} holds a "
+                    f"{type(lm).__name__} run; it must be a language model (an lm.* experiment)"
+                )
+            labels = label_map(
+                self.data.tokenizer, run.context.data.tokenizer, self.config.vocab_size
+            )
+            self._fusion = config.build(lm, labels)
+        return self._fusion
 
     def bind_data(self, data: Any) -> None:
         """Checks that every token of the data's tokenizer has an output label."""

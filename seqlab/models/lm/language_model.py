@@ -2,7 +2,9 @@
 
 A model subclasses :class:`LanguageModel` and provides the network: ``compute_logits`` over a
 packed batch (see :mod:`seqlab.data.sequence_packing`; nothing may cross a segment boundary),
-and ``init_state`` / ``extend_step`` for incremental decoding.
+and ``init_state`` / ``extend_step`` for incremental decoding (with ``expand_state`` and
+``reorder_state`` from here, a language model is an
+:class:`~seqlab.decoding.step_model.IncrementalModel`).
 
 Metrics. ``log_pplx`` is the mean negative log-likelihood (nats) per target token, EOS
 included; ``log_pplx_per_word`` is the same total divided by the number of words, the
@@ -60,6 +62,19 @@ class LanguageModel(Task):
     ) -> tuple[torch.Tensor, NestedMap, None]:
         """[N] last ids -> ([N, V] next-token log-probs, state, None)."""
         raise NotImplementedError
+
+    def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
+        """Gathers the rows ``indices`` [M] of a state of N rows (every tensor in a language
+        model's state is batch-major; other leaves, such as a step count, are shared)."""
+        return state.transform(
+            lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
+        )
+
+    def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
+        """K copies of each of the B rows: row ``b * K + k`` is row b."""
+        rows = next(v for _, v in state.flatten() if isinstance(v, torch.Tensor))
+        indices = torch.arange(rows.shape[0], device=rows.device)
+        return self.reorder_state(state, indices.repeat_interleave(beam_size))
 
     # ---- loss and metrics ---------------------------------------------------------------------
     def compute_predictions(self, batch: NestedMap) -> NestedMap:
