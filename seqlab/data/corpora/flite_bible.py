@@ -40,6 +40,7 @@ from seqlab.data.corpora.tts_voices import (
     ESPEAK_VARIANTS,
     SAMPLE_RATE,
     VOICES,
+    Reading,
     Voice,
     missing_packages,
     synthesize,
@@ -52,6 +53,8 @@ FORMAT_VERSION = 3
 
 SPLITS = ("train", "dev", "dev2", "test")
 BIBLE_MODULE = "engKJV2006eb"
+CHUNK_SIZE = 32
+"""Utterances a worker synthesizes at a time."""
 SPEED_RANGE = (0.9, 1.15)
 """Duration stretch drawn for every utterance (1.0 = the voice's default rate)."""
 
@@ -91,22 +94,11 @@ class FliteBibleRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class Utterance:
-    """One planned recording."""
+class Utterance(Reading):
+    """One planned recording: a reading (its ``text`` is the transcript) of a split."""
 
     id: str
     split: str
-    text: str
-    """Transcript: the normalized words, exactly what the synthesizer is given."""
-    voice: str
-    """A voice name of :data:`~seqlab.data.corpora.tts_voices.VOICES`."""
-    variant: str
-    """espeak-ng variant (``m3``, ``klatt2``, ...), or "" for the voice as it is."""
-    speed: float
-    """Duration stretch (1.0 = the voice's default rate)."""
-    pitch: int | None
-    """In the voice's pitch units (Hz, or espeak-ng's 0-99); None where pitch does not reach
-    the voice."""
 
     @property
     def file_name(self) -> str:
@@ -194,7 +186,7 @@ def plan_utterances(verses: list[str], request: FliteBibleRequest) -> list[Utter
             speed = round(rng.uniform(*SPEED_RANGE), 2)
             pitch = rng.randint(*v.pitch_range) if v.pitch_range else None
             plan.append(
-                Utterance(f"{split}-{index:06d}", split, text, v.name, variant, speed, pitch)
+                Utterance(text, v.name, variant, speed, pitch, f"{split}-{index:06d}", split)
             )
     return plan
 
@@ -217,12 +209,10 @@ def _draw_voice(
     return rng.choice(by_speaker[rng.choice(sorted(by_speaker))])
 
 
-def _synthesize_job(job: tuple[Utterance, str]) -> tuple[str, float]:
-    u, path = job
-    try:
-        return u.id, synthesize(u.text, u.voice, u.variant, u.speed, u.pitch, Path(path))
-    except RuntimeError as e:
-        raise RuntimeError(f"synthesizing {u.id}: {e}") from None
+def _synthesize_chunk(chunk: list[tuple[Utterance, str]]) -> list[tuple[str, float]]:
+    """Synthesizes a chunk of (utterance, path) jobs; returns (id, duration) pairs."""
+    durations = synthesize([u for u, _ in chunk], [Path(path) for _, path in chunk])
+    return [(u.id, d) for (u, _), d in zip(chunk, durations, strict=True)]
 
 
 def prepare_flite_bible(
@@ -349,10 +339,13 @@ def _synthesize_all(
         unit="utt",
         disable=not show_progress,
     )
+    # festival's utterances go in chunks of their own, each chunk one festival process.
+    jobs.sort(key=lambda job: VOICES[job[0].voice].engine == "festival")
+    chunks = [jobs[i : i + CHUNK_SIZE] for i in range(0, len(jobs), CHUNK_SIZE)]
     with bar, concurrent.futures.ProcessPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for utterance_id, duration in pool.map(_synthesize_job, jobs, chunksize=16):
-            durations[utterance_id] = duration
-            bar.update(1)
+        for done in pool.map(_synthesize_chunk, chunks):
+            durations.update(done)
+            bar.update(len(done))
     return durations
 
 

@@ -89,7 +89,7 @@ _FESTIVAL = {
     "slt_hts": ("(voice_cmu_us_slt_arctic_hts)", "us/cmu_us_slt_arctic_hts"),
 }
 """festival voice -> (the Scheme that selects it, its folder under /usr/share/festival/voices)."""
-_PROGRAMS = {"flite": "flite", "espeak": "espeak-ng", "festival": "text2wave"}
+_PROGRAMS = {"flite": "flite", "espeak": "espeak-ng", "festival": "festival"}
 
 
 def voice(name: str) -> Voice:
@@ -103,64 +103,102 @@ def voice(name: str) -> Voice:
     return VOICES[name]
 
 
-def synthesis_command(
-    text: str, voice_name: str, variant: str, speed: float, pitch: int | None, out: Path
-) -> tuple[list[str], bytes | None]:
-    """The command that speaks ``text`` into ``out``, and what it reads on stdin.
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What to say, by which voice and how."""
 
-    Args:
-      text: What to say.
-      voice_name: A name in :data:`VOICES`.
-      variant: An espeak-ng variant (:data:`ESPEAK_VARIANTS`), or "" for the voice itself.
-      speed: Duration stretch: 1.0 = the voice's default rate, 1.2 = 20% slower.
-      pitch: In the voice's :attr:`Voice.pitch_range` units; None = its default.
-    """
-    engine, name = voice(voice_name).engine, voice_name.split(":", 1)[1]
+    text: str
+    """The words, exactly as the synthesizer is given them."""
+    voice: str
+    """A name in :data:`VOICES`."""
+    variant: str
+    """An espeak-ng variant (:data:`ESPEAK_VARIANTS`), or "" for the voice as it is."""
+    speed: float
+    """Duration stretch: 1.0 = the voice's default rate, 1.2 = 20% slower."""
+    pitch: int | None
+    """In the voice's :attr:`Voice.pitch_range` units; None = its default."""
+
+
+def synthesis_command(reading: Reading, out: Path) -> list[str]:
+    """The flite or espeak-ng command that speaks ``reading`` into ``out``."""
+    engine, name = voice(reading.voice).engine, reading.voice.split(":", 1)[1]
     if engine == "flite":
-        command = ["flite", "-voice", name, "--setf", f"duration_stretch={speed}"]
-        if pitch is not None:
-            command += ["--setf", f"int_f0_target_mean={pitch}"]
-        return command + ["-o", str(out), "-t", text], None
+        command = ["flite", "-voice", name, "--setf", f"duration_stretch={reading.speed}"]
+        if reading.pitch is not None:
+            command += ["--setf", f"int_f0_target_mean={reading.pitch}"]
+        return command + ["-o", str(out), "-t", reading.text]
     if engine == "espeak":
-        command = ["espeak-ng", "-v", f"{name}+{variant}" if variant else name]
-        command += ["-s", str(round(175 / speed))]
-        if pitch is not None:
-            command += ["-p", str(pitch)]
-        return command + ["-w", str(out), text], None
-    setup, _ = _FESTIVAL[name]
-    command = ["text2wave", "-o", str(out), "-eval", setup, "-eval"]
-    if name == "slt_hts":  # the HTS engine ignores Duration_Stretch; its "-r" is a speed rate
-        command += [
-            f'(set! hts_engine_params (cons (list "-r" {1 / speed:.4f}) hts_engine_params))'
-        ]
-    else:
-        command += [f"(Parameter.set 'Duration_Stretch {speed})"]
-    if pitch is not None:
-        command += ["-eval", f"(set! int_lr_params (cons '(target_f0_mean {pitch}) int_lr_params))"]
-    return command, (text + "\n").encode()
+        variant = f"+{reading.variant}" if reading.variant else ""
+        command = ["espeak-ng", "-v", name + variant, "-s", str(round(175 / reading.speed))]
+        if reading.pitch is not None:
+            command += ["-p", str(reading.pitch)]
+        return command + ["-w", str(out), reading.text]
+    raise ValueError(f"{reading.voice} is spoken by a festival script (festival_script)")
 
 
-def synthesize(
-    text: str, voice_name: str, variant: str, speed: float, pitch: int | None, path: Path
-) -> float:
-    """Speaks ``text`` into ``path`` (16 kHz mono WAV); returns its duration (s).
+def festival_script(readings: list[Reading], outs: list[Path]) -> str:
+    """A festival program that speaks each of ``readings`` into its ``outs`` file: one
+    process for many utterances, since festival's start costs ten syntheses."""
+    lines = []
+    for reading, out in zip(readings, outs, strict=True):
+        name = reading.voice.split(":", 1)[1]
+        lines.append(_FESTIVAL[name][0])  # resets the pitch and HTS settings of the last one
+        if name == "slt_hts":  # the HTS engine ignores Duration_Stretch; its "-r" is a rate
+            rate = 1 / reading.speed
+            lines.append(
+                f'(set! hts_engine_params (cons (list "-r" {rate:.4f}) hts_engine_params))'
+            )
+        else:
+            lines.append(f"(Parameter.set 'Duration_Stretch {reading.speed})")
+        if reading.pitch is not None:
+            lines.append(
+                f"(set! int_lr_params (cons '(target_f0_mean {reading.pitch}) int_lr_params))"
+            )
+        text = reading.text.replace("\\", " ").replace('"', " ")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{out}" \'riff)')
+    return "\n".join(lines) + "\n"
+
+
+def synthesize(readings: list[Reading], paths: list[Path]) -> list[float]:
+    """Speaks each of ``readings`` into its ``paths`` file (16 kHz mono WAV); returns their
+    durations (s). The festival readings share one festival process.
 
     Raises:
-      RuntimeError: naming the command when the synthesizer fails.
+      RuntimeError: naming the command when a synthesizer fails.
     """
     with tempfile.TemporaryDirectory(prefix="seqlab-tts-") as tmp:
-        raw = Path(tmp) / "raw.wav"
-        command, stdin = synthesis_command(text, voice_name, variant, speed, pitch, raw)
-        try:
-            subprocess.run(command, input=stdin, check=True, capture_output=True, timeout=120)
-            samples = read_audio(raw, SAMPLE_RATE, resample=True)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AudioError) as e:
-            detail = getattr(e, "stderr", b"") or b""
-            raise RuntimeError(
-                f"{' '.join(command)} failed: {e} {detail.decode(errors='replace').strip()}"
-            ) from None
-    write_wav(path, samples, SAMPLE_RATE)
-    return len(samples) / SAMPLE_RATE
+        raws = [Path(tmp) / f"{i}.wav" for i in range(len(readings))]
+        commands = []
+        festival = [i for i, r in enumerate(readings) if voice(r.voice).engine == "festival"]
+        for i, reading in enumerate(readings):
+            if i not in festival:
+                commands.append((synthesis_command(reading, raws[i]), [i]))
+        if festival:
+            script = Path(tmp) / "speak.scm"
+            script.write_text(
+                festival_script([readings[i] for i in festival], [raws[i] for i in festival])
+            )
+            commands.append((["festival", "-b", str(script)], festival))
+        durations = [0.0] * len(readings)
+        for command, indices in commands:
+            try:
+                subprocess.run(command, check=True, capture_output=True, timeout=600)
+                for i in indices:
+                    samples = read_audio(raws[i], SAMPLE_RATE, resample=True)
+                    write_wav(paths[i], samples, SAMPLE_RATE)
+                    durations[i] = len(samples) / SAMPLE_RATE
+            except (
+                subprocess.CalledProcessError,
+                subprocess.TimeoutExpired,
+                OSError,
+                AudioError,
+            ) as e:
+                detail = (getattr(e, "stderr", b"") or b"").decode(errors="replace").strip()
+                said = "; ".join(readings[i].text for i in indices)
+                raise RuntimeError(
+                    f"{' '.join(command)} failed: {e} {detail} (saying: {said})"
+                ) from None
+    return durations
 
 
 def missing_packages(voice_names: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from seqlab.data.corpora.tts_voices import (
     ESPEAK_VARIANTS,
     ESPEAK_VOICES,
     VOICES,
+    Reading,
     missing_packages,
     synthesize,
 )
@@ -38,7 +39,8 @@ def test_every_english_accent_and_variant_of_espeak_is_in_the_inventory() -> Non
 
 def _audio(tmp_path: Path, voice: str, speed: float, pitch: int | None) -> np.ndarray:
     path = tmp_path / f"{voice.replace(':', '-')}-{speed}-{pitch}.wav"
-    synthesize(TEXT, voice, "m3" if voice.startswith("espeak:") else "", speed, pitch, path)
+    variant = "m3" if voice.startswith("espeak:") else ""
+    synthesize([Reading(TEXT, voice, variant, speed, pitch)], [path])
     return read_audio(path, 16000)
 
 
@@ -67,3 +69,20 @@ def test_rate_reaches_every_voice_and_pitch_every_voice_that_claims_it(
 def test_an_unknown_voice_is_named() -> None:
     with pytest.raises(ValueError, match="unknown voice 'flite:nobody'; voices: flite:kal16"):
         missing_packages(["flite:nobody"])
+
+
+def test_festival_readings_in_one_process_sound_as_each_alone(tmp_path: Path) -> None:
+    for name in ("festival:ked", "festival:slt_hts"):
+        _skip_unless_installed(name)
+    readings = [
+        Reading(TEXT, "festival:ked", "", 1.1, 130),
+        Reading("and god said let there be light", "festival:slt_hts", "", 0.95, None),
+        Reading(TEXT, "festival:ked", "", 1.0, 90),
+        Reading(TEXT, "flite:kal16", "", 1.0, 100),
+    ]
+    together = [tmp_path / f"together{i}.wav" for i in range(len(readings))]
+    durations = synthesize(readings, together)
+    for i, reading in enumerate(readings):
+        alone = tmp_path / f"alone{i}.wav"
+        assert synthesize([reading], [alone]) == [durations[i]]
+        np.testing.assert_array_equal(read_audio(together[i], 16000), read_audio(alone, 16000))
