@@ -123,8 +123,8 @@ def training_voices(request: FliteBibleRequest) -> dict[str, list[Voice]]:
     ``dev2_voice`` or ``test_voice``.
 
     Raises:
-      ValueError: for an unknown held-out voice, a shared one, or an engine with a share of
-        the utterances and no voice left.
+      ValueError: for an unknown held-out voice, a shared one, shares that are not shares,
+        or an engine with a share of the utterances and no voice left.
     """
     held_out = [voice(request.dev2_voice), voice(request.test_voice)]
     if held_out[0].speaker == held_out[1].speaker:
@@ -138,6 +138,11 @@ def training_voices(request: FliteBibleRequest) -> dict[str, list[Voice]]:
             by_engine[v.engine].append(v)
     shares = {"espeak": request.espeak_fraction, "festival": request.festival_fraction}
     shares["flite"] = 1.0 - sum(shares.values())
+    if min(shares.values()) < 0:
+        raise ValueError(
+            f"flite_bible: espeak_fraction {request.espeak_fraction} and festival_fraction "
+            f"{request.festival_fraction} must be at least 0 and add up to at most 1"
+        )
     for engine, share in shares.items():
         if share > 0 and not by_engine[engine]:
             raise ValueError(f"flite_bible: {engine} reads {share:.0%} but has no voice left")

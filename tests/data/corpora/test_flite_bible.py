@@ -75,6 +75,7 @@ def test_holding_out_a_voice_holds_out_its_speaker() -> None:
         ({"num_dev2": 6}, "num_dev2 = 6 reads dev verses"),
         ({"dev2_voice": "flite:nobody"}, "unknown voice 'flite:nobody'"),
         ({"test_voice": "festival:slt_hts", "festival_fraction": 0.5}, "festival reads 50%"),
+        ({"espeak_fraction": 0.7, "festival_fraction": 0.4}, "add up to at most 1"),
     ):
         with pytest.raises(ValueError, match=match):
             plan_utterances(VERSES, dataclasses.replace(request, **bad))
