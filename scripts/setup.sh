@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sword-text-kjv sword-text-sparv sword-text-web flite espeak-ng)
+# Speech (flite_bible): flite, espeak-ng, and festival with ked (a speaker flite lacks) and an
+# HTS voice of slt (seqlab/data/corpora/tts_voices.py).
+APT_PACKAGES=(sword-text-kjv sword-text-sparv sword-text-web flite espeak-ng
+  festival festvox-kdlpc16k festvox-us-slt-hts)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

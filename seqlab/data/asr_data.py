@@ -142,6 +142,11 @@ class ASRData(Configurable):
         cache_dir: str = param("", doc="Where corpora and tokenizers are cached; empty = default.")
         train_path: str = param("", doc="Training manifest (JSONL: audio, text[, id]).")
         dev_path: str = param("", doc="Dev manifest; empty = the corpus's dev split.")
+        dev2_path: str = param(
+            "",
+            doc="Second dev manifest (dataset dev2; flite_bible: dev verses read by a held-out "
+            "voice); empty = the corpus's dev2 split, if it has one.",
+        )
         test_path: str = param("", doc="Test manifest; empty = the corpus's test split.")
         sample_rate: int = param(16000, doc="Sample rate the model hears (Hz).", at_least=1)
         resample: bool = param(True, doc="Resample audio at other rates (else it is bad input).")
@@ -197,7 +202,8 @@ class ASRData(Configurable):
 
     # ---- files ----------------------------------------------------------------------------
     def paths(self, prepare: bool = True) -> dict[str, Path]:
-        """The train/dev/test manifests, preparing the built-in corpus where a path is empty."""
+        """The train/dev/test manifests, and dev2 where it is set or the corpus has it,
+        preparing the built-in corpus where a path is empty."""
         if self._paths is None:
             given = {s: getattr(self.config, f"{s}_path") for s in SPLITS}
             corpus: dict[str, Path] = {}
@@ -209,6 +215,8 @@ class ASRData(Configurable):
 
                 corpus = corpus_files(self.config.corpus, self.cache_dir, prepare=prepare)
             self._paths = {s: Path(given[s]) if given[s] else corpus[s] for s in SPLITS}
+            if self.config.dev2_path or "dev2" in corpus:
+                self._paths["dev2"] = Path(self.config.dev2_path or corpus["dev2"])
         return self._paths
 
     def manifest(self, split: str) -> Manifest:

@@ -71,3 +71,23 @@ def test_limits_and_max_duration(manifest_dir: Path, speech_data: Callable[..., 
     train = data.examples("train")
     assert [e.id for e in train.entries] == ["u0", "u1", "u2", "u5", "u6", "u7", "u10", "u11"]
     assert [e.id for e in data.examples("dev").entries] == ["u0", "u1", "u2"]
+
+
+def test_dev2_is_a_dataset_where_the_corpus_has_it_or_a_path_names_it(tmp_path: Path) -> None:
+    from seqlab.core.config import ConfigError
+    from seqlab.data.data_paths import check_dataset
+
+    corpus = tmp_path / "corpora" / "flite_bible"
+    corpus.mkdir(parents=True)
+    for split in ("train", "dev", "dev2", "test"):
+        (corpus / f"{split}.jsonl").write_text("{}\n")
+    data = ASRData(ASRData.Config(corpus="flite_bible", cache_dir=str(tmp_path)))
+    paths = data.paths(prepare=False)
+    assert paths["dev2"] == corpus / "dev2.jsonl"
+    check_dataset(paths, "dev2")
+    own = {f"{s}_path": str(corpus / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    without = ASRData(ASRData.Config(corpus="", **own)).paths()
+    with pytest.raises(ConfigError, match="--dataset dev2: no such dataset; datasets: train"):
+        check_dataset(without, "dev2")
+    mine = ASRData(ASRData.Config(corpus="", dev2_path=str(tmp_path / "x.jsonl"), **own))
+    assert mine.paths()["dev2"] == tmp_path / "x.jsonl"

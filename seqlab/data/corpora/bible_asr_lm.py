@@ -22,7 +22,7 @@ from seqlab.core.atomic_files import write_atomic
 from seqlab.data.corpora.bible import prepare_bible_monolingual
 from seqlab.data.corpora.flite_bible import (
     BIBLE_MODULE,
-    SPLITS,
+    TEXT_SPLITS,
     FliteBibleRequest,
     plan_from_bible,
     prepared_for,
@@ -59,7 +59,7 @@ def prepare_bible_asr_lm(
     """
     request = request or FliteBibleRequest()
     out_dir = Path(out_dir)
-    paths = {split: out_dir / f"{split}.txt" for split in SPLITS}
+    paths = {split: out_dir / f"{split}.txt" for split in TEXT_SPLITS}
     paths["meta"] = out_dir / "meta.json"
     wanted = {"format_version": FORMAT_VERSION, **dataclasses.asdict(request)}
     if prepared_for(paths, wanted):
@@ -69,7 +69,7 @@ def prepare_bible_asr_lm(
     held_out = held_out_verses(bible, request)
     removed = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
+    for split in TEXT_SPLITS:
         lines = [spoken_form(ln) for ln in bible[split].read_text(encoding="utf-8").splitlines()]
         kept = [ln for ln in lines if ln and not keeps_out(ln, held_out)]
         removed[split] = len(lines) - len(kept)

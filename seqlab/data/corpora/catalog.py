@@ -50,8 +50,15 @@ def known_corpora() -> list[str]:
     return sorted(_PARALLEL | _SPEECH | _MONOLINGUAL)
 
 
+def corpus_splits(name: str) -> tuple[str, ...]:
+    """The splits of built-in corpus ``name``: speech corpora add ``dev2``, dev verses read by
+    a held-out voice."""
+    return ("train", "dev", "dev2", "test") if name in _SPEECH else ("train", "dev", "test")
+
+
 def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, Path]:
-    """Paths of the train/dev/test files of corpus ``name``, preparing them if needed.
+    """Paths of the files of corpus ``name`` by split (:func:`corpus_splits`), preparing them
+    if needed.
 
     Raises:
       UnknownCorpusError: for an unknown corpus name, listing the known ones.
@@ -66,7 +73,7 @@ def corpus_files(name: str, cache_dir: Path, prepare: bool = True) -> dict[str, 
     out_dir = cache_dir / "corpora" / name
     if not prepare:
         suffix = ".jsonl" if name in _SPEECH else ".txt" if name in _MONOLINGUAL else ".tsv"
-        files = {split: out_dir / f"{split}{suffix}" for split in ("train", "dev", "test")}
+        files = {split: out_dir / f"{split}{suffix}" for split in corpus_splits(name)}
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
             raise CorpusNotPreparedError(

@@ -1,58 +1,67 @@
 """``flite_bible``: synthetic English speech from short KJV verses (DATA.md, "Speech").
 
-Short verses of the King James Bible (5-15 words) are read aloud by Debian's ``flite`` voices
-and, for variety, by ``espeak-ng`` accents and variants at random rates and pitches. Every
-file is 16 kHz mono 16-bit WAV (8 kHz and 22.05 kHz voices are resampled). The splits:
+Short verses of the King James Bible (5-15 words) are read aloud by every English voice Debian
+packages for flite, espeak-ng and festival (:mod:`seqlab.data.corpora.tts_voices`), at random
+rates and pitches. Every file is 16 kHz mono 16-bit WAV (other rates are resampled). The splits:
 
 - ``train``: training verses, read by the training voices (a verse may be read by several);
 - ``dev``: held-out verses, read by the training voices;
-- ``test``: other held-out verses, read by a held-out voice (``flite:rms`` by default), so
-  the test set measures both unseen text and an unseen speaker.
+- ``dev2``: the dev verses again, read by a held-out voice (``festival:ked``), so that the
+  gap between ``dev`` and ``dev2`` is the unseen-speaker gap, and ``dev2`` predicts ``test``;
+- ``test``: other held-out verses, read by another held-out voice (``flite:rms``), so the
+  test set measures both unseen text and an unseen speaker.
 
-Files in the output directory: ``{train,dev,test}.jsonl`` manifests (``id``, ``audio`` relative
-to the manifest, ``duration`` in seconds, ``text``, plus ``voice``), ``audio/<split>/*.wav`` and
-``meta.json``. A finished directory for the same request is reused; an interrupted run keeps
-its finished files (each named by a hash of what it says and who says it) and synthesizes only
-the rest, in a pool of worker processes.
+No training or dev utterance is read by a speaker of ``dev2`` or ``test``. Files in the output
+directory: ``{train,dev,dev2,test}.jsonl`` manifests (``id``, ``audio`` relative to the
+manifest, ``duration`` in seconds, ``text``, plus ``voice``, ``speaker``, ``accent``,
+``variant``, ``speed`` and ``pitch``), ``audio/<split>/*.wav`` and ``meta.json`` (the request,
+the voices with their accents and pitch ranges, and per-split counts by voice). A finished
+directory for the same request is reused; an interrupted run keeps its finished files (each
+named by a hash of what it says and how) and synthesizes only the rest, in a pool of worker
+processes.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
 import random
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from seqlab.data.audio_files import audio_duration, read_audio, write_wav
+from seqlab.data.audio_files import audio_duration
 from seqlab.data.corpora.bible import prepare_bible_monolingual
+from seqlab.data.corpora.tts_voices import (
+    ESPEAK_VARIANTS,
+    SAMPLE_RATE,
+    VOICES,
+    Reading,
+    Voice,
+    missing_packages,
+    synthesize,
+    voice,
+)
 from seqlab.data.transcripts import spoken_form
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped whenever the prepared files change, so that old caches are rebuilt."""
 
-SAMPLE_RATE = 16000
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "dev2", "test")
+TEXT_SPLITS = ("train", "dev", "test")
+"""The splits of the prepared Bible text that the verses are drawn from (and split anew)."""
 BIBLE_MODULE = "engKJV2006eb"
+CHUNK_SIZE = 32
+"""Utterances a worker synthesizes at a time."""
+SPEED_RANGE = (0.9, 1.15)
+"""Duration stretch drawn for every utterance (1.0 = the voice's default rate)."""
 
-FLITE_TRAIN_VOICES = ("flite:kal", "flite:kal16", "flite:awb", "flite:slt")
-"""flite voices of train and dev (``kal`` speaks at 8 kHz and is resampled)."""
-ESPEAK_TRAIN_VOICES = (
-    "espeak:en-us",
-    "espeak:en-gb",
-    "espeak:en-gb-scotland",
-    "espeak:en-gb-x-rp",
-    "espeak:en-029",
-)
-"""espeak-ng English accents of train and dev; each utterance adds a random variant."""
-ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4")
+DEV2_VOICE = "festival:ked"
+"""Held out for ``dev2``: an unseen male US speaker, like the test voice."""
 TEST_VOICE = "flite:rms"
 """Held out: no training or dev utterance uses it. A male US voice, like ``kal``: holding out
 ``slt``, flite's only female voice, measured mostly the missing voice (WER near 100)."""
@@ -66,38 +75,36 @@ class FliteBibleRequest:
     """Training utterances (verses are reused with other voices when there are fewer)."""
     num_dev: int = 300
     """Dev utterances, one per held-out verse."""
+    num_dev2: int = 300
+    """Second dev utterances: the first ``num_dev2`` dev verses, read by ``dev2_voice``."""
     num_test: int = 300
     """Test utterances, one per held-out verse, all by ``test_voice``."""
     min_words: int = 5
     """Shortest verse (words after normalization)."""
     max_words: int = 15
     """Longest verse."""
-    espeak_fraction: float = 0.25
-    """Share of train/dev utterances read by espeak-ng rather than flite."""
+    espeak_fraction: float = 0.3
+    """Share of train/dev utterances read by espeak-ng (any English accent and variant)."""
+    festival_fraction: float = 0.05
+    """Share of train/dev utterances read by festival; flite reads the rest."""
+    dev2_voice: str = DEV2_VOICE
+    """The voice of ``dev2``, held out from train and dev."""
     test_voice: str = TEST_VOICE
-    """The held-out voice."""
+    """The voice of ``test``, held out from train, dev and dev2."""
     seed: int = 1234
     """Seed of the verse split and of the voice, rate and pitch draws."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Utterance:
-    """One planned recording."""
+class Utterance(Reading):
+    """One planned recording: a reading (its ``text`` is the transcript) of a split."""
 
     id: str
     split: str
-    text: str
-    """Transcript: the normalized words, exactly what the synthesizer is given."""
-    voice: str
-    """``flite:<voice>`` or ``espeak:<voice>+<variant>``."""
-    speed: float
-    """flite duration stretch, or espeak-ng rate factor (1.0 = the voice's default)."""
-    pitch: int
-    """espeak-ng pitch (0-99); unused by flite."""
 
     @property
     def file_name(self) -> str:
-        key = f"{self.text}|{self.voice}|{self.speed}|{self.pitch}".encode()
+        key = f"{self.text}|{self.voice}|{self.variant}|{self.speed}|{self.pitch}".encode()
         return f"{self.id}-{hashlib.sha256(key).hexdigest()[:10]}.wav"
 
 
@@ -113,38 +120,81 @@ def select_verses(lines: list[str], min_words: int, max_words: int) -> list[str]
     return out
 
 
+def training_voices(request: FliteBibleRequest) -> dict[str, list[Voice]]:
+    """The voices of train and dev by engine: every voice whose speaker is not the speaker of
+    ``dev2_voice`` or ``test_voice``.
+
+    Raises:
+      ValueError: for an unknown held-out voice, a shared one, shares that are not shares,
+        or an engine with a share of the utterances and no voice left.
+    """
+    held_out = [voice(request.dev2_voice), voice(request.test_voice)]
+    if held_out[0].speaker == held_out[1].speaker:
+        raise ValueError(
+            f"flite_bible: dev2_voice {request.dev2_voice} and test_voice "
+            f"{request.test_voice} are the same speaker; hold out two speakers"
+        )
+    by_engine: dict[str, list[Voice]] = {"flite": [], "espeak": [], "festival": []}
+    for v in VOICES.values():
+        if v.speaker not in {h.speaker for h in held_out}:
+            by_engine[v.engine].append(v)
+    shares = {"espeak": request.espeak_fraction, "festival": request.festival_fraction}
+    shares["flite"] = 1.0 - sum(shares.values())
+    if min(shares.values()) < 0:
+        raise ValueError(
+            f"flite_bible: espeak_fraction {request.espeak_fraction} and festival_fraction "
+            f"{request.festival_fraction} must be at least 0 and add up to at most 1"
+        )
+    for engine, share in shares.items():
+        if share > 0 and not by_engine[engine]:
+            raise ValueError(f"flite_bible: {engine} reads {share:.0%} but has no voice left")
+    return by_engine
+
+
 def plan_utterances(verses: list[str], request: FliteBibleRequest) -> list[Utterance]:
     """Assigns verses to splits and voices; depends only on ``verses`` and ``request``.
 
+    The verse split is the same as in earlier versions (``dev`` and ``test`` verses are
+    unchanged); every split draws voices, rates and pitches from its own random stream.
+
     Raises:
-      ValueError: when there are not enough verses for the held-out splits.
+      ValueError: when there are not enough verses for the held-out splits, or from
+        :func:`training_voices`.
     """
-    rng = random.Random(request.seed)
     order = list(verses)
-    rng.shuffle(order)
+    random.Random(request.seed).shuffle(order)
     held_out = request.num_dev + request.num_test
     if len(order) <= held_out:
         raise ValueError(
             f"flite_bible: {len(order)} verses of {request.min_words}-{request.max_words} "
             f"words, but num_dev + num_test = {held_out} must leave some for training"
         )
+    if request.num_dev2 > request.num_dev:
+        raise ValueError(
+            f"flite_bible: num_dev2 = {request.num_dev2} reads dev verses, but num_dev = "
+            f"{request.num_dev}"
+        )
+    by_engine = training_voices(request)
     dev_verses = order[: request.num_dev]
-    test_verses = order[request.num_dev : held_out]
     train_verses = order[held_out:]
-    train_texts = [train_verses[i % len(train_verses)] for i in range(request.num_train)]
+    texts = {
+        "train": [train_verses[i % len(train_verses)] for i in range(request.num_train)],
+        "dev": dev_verses,
+        "dev2": dev_verses[: request.num_dev2],
+        "test": order[request.num_dev : held_out],
+    }
     plan = []
-    for split, texts in (("train", train_texts), ("dev", dev_verses), ("test", test_verses)):
-        for index, text in enumerate(texts):
-            if split == "test":
-                voice = request.test_voice
-            elif rng.random() < request.espeak_fraction:
-                variant = rng.choice(ESPEAK_VARIANTS)
-                voice = f"{rng.choice(ESPEAK_TRAIN_VOICES)}+{variant}"
-            else:
-                voice = rng.choice(FLITE_TRAIN_VOICES)
-            speed = round(rng.uniform(0.9, 1.15), 2)
-            pitch = rng.randrange(30, 71)
-            plan.append(Utterance(f"{split}-{index:06d}", split, text, voice, speed, pitch))
+    for split in SPLITS:
+        rng = random.Random(f"{request.seed}:{split}")
+        for index, text in enumerate(texts[split]):
+            held = {"dev2": request.dev2_voice, "test": request.test_voice}.get(split)
+            v = voice(held) if held else _draw_voice(rng, by_engine, request)
+            variant = rng.choice(("",) + ESPEAK_VARIANTS) if v.engine == "espeak" else ""
+            speed = round(rng.uniform(*SPEED_RANGE), 2)
+            pitch = rng.randint(*v.pitch_range) if v.pitch_range else None
+            plan.append(
+                Utterance(text, v.name, variant, speed, pitch, f"{split}-{index:06d}", split)
+            )
     return plan
 
 
@@ -160,51 +210,32 @@ def prepared_for(paths: dict[str, Path], request: dict[str, object]) -> bool:
 
 def plan_from_bible(bible: dict[str, Path], request: FliteBibleRequest) -> list[Utterance]:
     """The plan of the corpus made from the prepared KJV text files ``bible`` (by split)."""
-    lines = [ln for s in SPLITS for ln in bible[s].read_text(encoding="utf-8").splitlines()]
+    lines = [ln for s in TEXT_SPLITS for ln in bible[s].read_text(encoding="utf-8").splitlines()]
     return plan_utterances(select_verses(lines, request.min_words, request.max_words), request)
 
 
-def synthesize(utterance: Utterance, path: Path) -> float:
-    """Synthesizes ``utterance`` into ``path`` (16 kHz mono WAV); returns its duration (s).
-
-    Raises:
-      RuntimeError: naming the command when the synthesizer fails.
-    """
-    engine, voice = utterance.voice.split(":", 1)
-    with tempfile.TemporaryDirectory(prefix="seqlab-tts-") as tmp:
-        raw = Path(tmp) / "raw.wav"
-        if engine == "flite":
-            command = ["flite", "-voice", voice, "--setf", f"duration_stretch={utterance.speed}"]
-            command += ["-t", utterance.text, "-o", str(raw)]
-        elif engine == "espeak":
-            rate = round(175 / utterance.speed)
-            command = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(utterance.pitch)]
-            command += ["-w", str(raw), utterance.text]
-        else:
-            raise ValueError(f"unknown synthesizer {engine!r} in voice {utterance.voice!r}")
-        try:
-            subprocess.run(command, check=True, capture_output=True, timeout=120)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-            detail = getattr(e, "stderr", b"") or b""
-            raise RuntimeError(
-                f"synthesizing {utterance.id} failed: {' '.join(command)}: {e} "
-                f"{detail.decode(errors='replace').strip()}"
-            ) from None
-        samples = read_audio(raw, SAMPLE_RATE, resample=True)
-    write_wav(path, samples, SAMPLE_RATE)
-    return len(samples) / SAMPLE_RATE
+def _draw_voice(
+    rng: random.Random, by_engine: dict[str, list[Voice]], request: FliteBibleRequest
+) -> Voice:
+    """An engine by its share, then a speaker of it, then one of that speaker's voices (so
+    flite's ``kal`` and ``kal16`` together weigh as much as ``awb``)."""
+    draw = rng.random()
+    if draw < request.espeak_fraction:
+        engine = "espeak"
+    elif draw < request.espeak_fraction + request.festival_fraction:
+        engine = "festival"
+    else:
+        engine = "flite"
+    by_speaker = collections.defaultdict(list)
+    for v in by_engine[engine]:
+        by_speaker[v.speaker].append(v)
+    return rng.choice(by_speaker[rng.choice(sorted(by_speaker))])
 
 
-def _synthesize_job(job: tuple[Utterance, str]) -> tuple[str, float]:
-    utterance, path = job
-    return utterance.id, synthesize(utterance, Path(path))
-
-
-def missing_synthesizers(voices: list[str]) -> list[str]:
-    """Programs the ``voices`` need that are not on PATH."""
-    programs = {"flite": "flite", "espeak": "espeak-ng"}
-    needed = {programs.get(v.split(":", 1)[0], v) for v in voices}
-    return sorted(p for p in needed if shutil.which(p) is None)
+def _synthesize_chunk(chunk: list[tuple[Utterance, str]]) -> list[tuple[str, float]]:
+    """Synthesizes a chunk of (utterance, path) jobs; returns (id, duration) pairs."""
+    durations = synthesize([u for u, _ in chunk], [Path(path) for _, path in chunk])
+    return [(u.id, d) for (u, _), d in zip(chunk, durations, strict=True)]
 
 
 def prepare_flite_bible(
@@ -222,10 +253,11 @@ def prepare_flite_bible(
       show_progress: Show a progress bar.
 
     Returns:
-      Paths by name: ``"train"``, ``"dev"``, ``"test"`` (JSONL manifests) and ``"meta"``.
+      Paths by name: ``"train"``, ``"dev"``, ``"dev2"``, ``"test"`` (JSONL manifests) and
+      ``"meta"``.
 
     Raises:
-      FileNotFoundError: ``flite`` or ``espeak-ng`` is not installed (names the package).
+      FileNotFoundError: a synthesizer or voice is not installed (names the packages).
     """
     request = request or FliteBibleRequest()
     out_dir = Path(out_dir)
@@ -237,7 +269,7 @@ def prepare_flite_bible(
 
     bible = prepare_bible_monolingual(BIBLE_MODULE, out_dir.parent / "bible_en")
     plan = plan_from_bible(bible, request)
-    missing = missing_synthesizers(sorted({u.voice for u in plan}))
+    missing = missing_packages(sorted({u.voice for u in plan}))
     if missing:
         raise FileNotFoundError(
             f"flite_bible needs {', '.join(missing)}: run "
@@ -246,40 +278,61 @@ def prepare_flite_bible(
     durations = _synthesize_all(plan, out_dir, num_workers, show_progress)
     _remove_stale_audio(out_dir, {u.file_name for u in plan})
 
-    counts: dict[str, dict[str, float]] = {}
-    for split in SPLITS:
-        rows = [u for u in plan if u.split == split]
+    counts: dict[str, dict[str, object]] = {}
+    by_split = {split: [u for u in plan if u.split == split] for split in SPLITS}
+    for split, rows in by_split.items():
         text = "".join(
-            json.dumps(
-                {
-                    "id": u.id,
-                    "audio": f"audio/{split}/{u.file_name}",
-                    "duration": round(durations[u.id], 4),
-                    "text": u.text,
-                    "voice": u.voice,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for u in rows
+            json.dumps(_manifest_row(u, durations[u.id]), ensure_ascii=False) + "\n" for u in rows
         )
         _write_text(paths[split], text)
         counts[split] = {
             "utterances": len(rows),
             "hours": round(sum(durations[u.id] for u in rows) / 3600, 3),
-            "voices": len({u.voice for u in rows}),
+            "variants": len({u.variant for u in rows if u.variant}),
+            "voices": dict(sorted(collections.Counter(u.voice for u in rows).items())),
         }
+    used = sorted({u.voice for u in plan})
     meta = {
         "request": wanted,
         "sample_rate": SAMPLE_RATE,
         "splits": counts,
+        "voices": {
+            name: {
+                "speaker": VOICES[name].speaker,
+                "accent": VOICES[name].accent,
+                "package": VOICES[name].package,
+                "pitch_range": VOICES[name].pitch_range,
+                "splits": [s for s in SPLITS if any(u.voice == name for u in by_split[s])],
+            }
+            for name in used
+        },
+        "speed_range": SPEED_RANGE,
+        "espeak_variants": list(ESPEAK_VARIANTS),
         "train_voices": sorted({u.voice for u in plan if u.split == "train"}),
+        "dev2_voice": request.dev2_voice,
         "test_voice": request.test_voice,
         "text": f"{BIBLE_MODULE} (King James Version), verses of "
         f"{request.min_words}-{request.max_words} words",
     }
     _write_text(paths["meta"], json.dumps(meta, indent=2) + "\n")
     return paths
+
+
+def _manifest_row(u: Utterance, duration: float) -> dict[str, object]:
+    """The manifest line of ``u``: what every manifest has, and how it was read."""
+    v = VOICES[u.voice]
+    return {
+        "id": u.id,
+        "audio": f"audio/{u.split}/{u.file_name}",
+        "duration": round(duration, 4),
+        "text": u.text,
+        "voice": u.voice,
+        "speaker": v.speaker,
+        "accent": v.accent,
+        "variant": u.variant,
+        "speed": u.speed,
+        "pitch": u.pitch,
+    }
 
 
 def _synthesize_all(
@@ -303,10 +356,13 @@ def _synthesize_all(
         unit="utt",
         disable=not show_progress,
     )
+    # festival's utterances go in chunks of their own, each chunk one festival process.
+    jobs.sort(key=lambda job: VOICES[job[0].voice].engine == "festival")
+    chunks = [jobs[i : i + CHUNK_SIZE] for i in range(0, len(jobs), CHUNK_SIZE)]
     with bar, concurrent.futures.ProcessPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for utterance_id, duration in pool.map(_synthesize_job, jobs, chunksize=16):
-            durations[utterance_id] = duration
-            bar.update(1)
+        for done in pool.map(_synthesize_chunk, chunks):
+            durations.update(done)
+            bar.update(len(done))
     return durations
 
 
