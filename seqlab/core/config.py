@@ -261,6 +261,7 @@ class Config:
     def from_dict(data: dict[str, Any]) -> Config:
         """Re-creates a config written by :meth:`to_dict`; imports only seqlab classes."""
         cls = _import_config_class(data[_CLASS_KEY])
+        data = cls.upgrade(dict(data))
         hints = typing.get_type_hints(cls)
         kwargs = {}
         names = {f.name for f in dataclasses.fields(cls)}
@@ -276,6 +277,16 @@ class Config:
             else:
                 kwargs[name] = _from_json(value, hints[name])
         return cls(**kwargs)
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Rewrites the fields of a config written by an earlier version (renamed or removed
+        fields) into this version's, for ``from_dict``; returns ``data`` unchanged here.
+
+        Raises:
+          ConfigError: naming the field, when an old value has no equivalent.
+        """
+        return data
 
 
 class Configurable:

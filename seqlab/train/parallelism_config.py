@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from seqlab.core.config import Config, ConfigError, param
 
@@ -64,6 +64,21 @@ class ParallelismConfig(Config):
         doc="Pipeline: the first layer of stages 1, 2, ... (one fewer than the stages, "
         "increasing); empty: the split whose largest stage holds the fewest parameters.",
     )
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Configs written before ``mesh`` had ``tensor_degree`` (0: one group of all
+        processes, which an empty ``mesh`` means too)."""
+        if "tensor_degree" not in data:
+            return data
+        degree = data.pop("tensor_degree")
+        if degree:
+            raise ConfigError(
+                f"trainer.distributed.tensor_degree={degree} (a config from before "
+                f'trainer.distributed.mesh): replace it by "mesh": [D, {degree}] in the run\'s '
+                "config.json, D = processes / tensor_degree"
+            )
+        return data
 
     def mesh_shape(self, world_size: int) -> tuple[int, int]:
         """(data, model) degrees of a job of ``world_size`` processes: ``mesh``, or (1,
