@@ -34,7 +34,6 @@ import torch
 from seqlab.export.ctranslate2_converter import convert_to_ctranslate2
 from seqlab.export.ctranslate2_runner import translate_ids
 from seqlab.export.predictor import Predictor
-from seqlab.quant.ptq import quantize_int8
 from seqlab.train.decode_runner import decode_dataset
 
 
@@ -121,8 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append(timed_seqlab("seqlab QAT int8", qat, args))
     else:
         print("[bench] seqlab QAT int8 skipped: pass --qat-logdir (a run with quant.mode=qat)")
-    ptq = Predictor.from_logdir(Path(args.logdir))
-    ptq.context.task = quantize_int8(ptq.context.task)
+    # Quantized before packing (a packed copy has no nn.Linear left to quantize).
+    ptq = Predictor.from_logdir(Path(args.logdir), quantize="int8")
     rows.append(timed_seqlab("seqlab PTQ int8", ptq, args))
     with tempfile.TemporaryDirectory(prefix="seqlab-bench-ct2-") as tmp:
         model_dir = Path(tmp) / "model"

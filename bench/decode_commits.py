@@ -44,11 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def decode(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One ``seqlab decode`` with ``root`` on PYTHONPATH: its score and hypotheses."""
-    command = [sys.executable, "-m", "seqlab", "decode", "--logdir", args.logdir]
+    logdir = str(Path(args.logdir).resolve())
+    command = [sys.executable, "-m", "seqlab", "decode", "--logdir", logdir]
     command += ["--dataset", args.dataset] + [a for s in args.set for a in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(root)}
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # cwd: `python -m` puts the working directory ahead of PYTHONPATH on sys.path.
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"decode with {root} failed:\n{done.stderr[-2000:]}")
