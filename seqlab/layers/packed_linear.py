@@ -115,6 +115,13 @@ def pack_linear_layers(model: nn.Module, expected_rows: int = 64) -> nn.Module:
       model: a float model; not modified.
       expected_rows: rows per call to pack for (e.g. sentences x beam size).
     """
+    # Building the replacement modules initializes throwaway weights: the caller's random
+    # stream (a training run that decodes between steps) must not see it.
+    with torch.random.fork_rng(devices=[]):
+        return _packed_copy(model, expected_rows)
+
+
+def _packed_copy(model: nn.Module, expected_rows: int) -> nn.Module:
     # The bound data pipeline (tokenizer, examples) is shared with the copy, not copied.
     data = getattr(model, "data", None)
     memo = {} if data is None else {id(data): data}

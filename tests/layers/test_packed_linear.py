@@ -91,3 +91,14 @@ def test_a_packed_model_copies_and_packs_again() -> None:
     batch = NestedMap(src_ids=src_ids, src_paddings=torch.zeros(2, 6))
     with torch.no_grad():
         assert twice.decode(batch).ids == task.decode(batch).ids
+
+
+def test_packing_leaves_the_random_stream_alone() -> None:
+    """A training run decodes between steps through a packed copy; its random stream (and so
+    bitwise resume) must not depend on that."""
+    task = _task().eval()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    pack_linear_layers(task, expected_rows=8)
+    assert torch.equal(torch.rand(4), expected)
