@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,13 @@ def _run_on_checkpoints(args: argparse.Namespace, process: Any) -> int:
     return 0
 
 
+def _job_name_suffix(name: str) -> str:
+    """``_NAME`` for --name NAME (letters, digits, '.', '-', '_'), or '' without one."""
+    if name and not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise UsageError(f"--name may hold letters, digits, '.', '-' and '_' only, got {name!r}")
+    return f"_{name}" if name else ""
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.data.multi_task_data import task_datasets
     from seqlab.train.evaler import evaluate, write_eval_metrics
@@ -212,7 +220,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     summaries = Summaries(Path(args.logdir))
 
+    name_suffix = _job_name_suffix(args.name)
+
     def process(context: Any, step: int, suffix: str) -> None:
+        suffix += name_suffix
         # A multi-task run evaluates each task (or the --task one) on its own: eval_dev_en_es/.
         for dataset in task_datasets(context.data, args.dataset, args.task):
             metrics = evaluate(context, dataset)
@@ -230,6 +241,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from seqlab.train.summaries import Summaries
 
     summaries = Summaries(Path(args.logdir))
+    name_suffix = _job_name_suffix(args.name)
 
     def process(context: Any, step: int, suffix: str) -> None:
         if args.quantize != "none":
@@ -238,6 +250,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
             context = dataclasses.replace(context, task=quantize_int8(context.task))
             suffix += f"_{args.quantize}"
+        suffix += name_suffix
         for dataset in task_datasets(context.data, args.dataset, args.task):
             results, metrics = decode_dataset(context, dataset)
             job = f"decode_{dataset}{suffix}"
@@ -452,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_ema(p)
         _add_device(p)
         _add_set(p, _INFERENCE_SET_HELP)
+        p.add_argument(
+            "--name",
+            default="",
+            help=f"write into {name}_<dataset>_NAME/ instead of {name}_<dataset>/, so that "
+            "results with other --set settings keep their own files",
+        )
         if name == "decode":
             _add_quantize(p)
         p.set_defaults(fn=fn)

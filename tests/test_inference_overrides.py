@@ -73,6 +73,17 @@ def test_decode_set_changes_the_decoding_length_bound(logdir: Path) -> None:
     assert hyps == ["", "", "", ""]
 
 
+def test_a_named_decode_keeps_its_own_files(logdir: Path) -> None:
+    assert run(["decode", "--logdir", str(logdir)])[0] == 0
+    plain = (logdir / "decode_dev" / "hyps-00000002.txt").read_text()
+    code, out, err = run(["decode", "--logdir", str(logdir), "--name", "short", *NO_TOKENS])
+    assert code == 0, err
+    assert (logdir / "decode_dev_short" / "hyps-00000002.txt").read_text() == "\n" * 4
+    assert (logdir / "decode_dev" / "hyps-00000002.txt").read_text() == plain != "\n" * 4
+    code, out, err = run(["eval", "--logdir", str(logdir), "--name", "a b"])
+    assert code == 2 and len(err.splitlines()) == 1 and "--name may hold letters" in err
+
+
 def test_eval_set_changes_the_data(logdir: Path) -> None:
     totals = []
     for limit in (4, 2):

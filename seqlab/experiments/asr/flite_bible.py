@@ -215,6 +215,7 @@ def las_experiment(
     augmentation: SpeechAugmentation.Config,
     max_batch_seconds: float,
     trainer: TrainerConfig,
+    ctc_weight: float = 0.0,
 ) -> ExperimentConfig:
     """Listen-Attend-Spell on flite_bible with every dimension computed here, up front.
 
@@ -248,6 +249,7 @@ def las_experiment(
                 cell=LSTMCell.Config(num_units=model_dim),
             ),
             loss=LabelSmoothedCrossEntropy.Config(label_smoothing=0.1),
+            ctc_weight=ctc_weight,
             # 40 ms encoder frames and about 15 characters a second: at most one label a frame.
             beam_search=BeamSearch.Config(
                 beam_size=4,
@@ -279,6 +281,7 @@ def las_small() -> ExperimentConfig:
         augmentation=small_augmentation(),
         max_batch_seconds=40.0,
         trainer=small_trainer(peak_learning_rate=1e-3, warmup_steps=300, max_steps=4500),
+        ctc_weight=0.3,
     )
 
 

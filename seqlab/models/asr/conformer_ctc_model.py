@@ -13,20 +13,17 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import apply_paddings
 from seqlab.core.nested_map import NestedMap
-from seqlab.data.sentencepiece_tokenizer import PAD_ID
 from seqlab.decoding.ctc import ctc_decode
 from seqlab.layers.conformer import ConformerEncoder
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import SinusoidalPositions
+from seqlab.models.asr.ctc_loss import BLANK_ID, ctc_loss
 from seqlab.models.asr.speech_task import SpeechTask
 from seqlab.models.base import Metrics
-
-BLANK_ID = PAD_ID
 
 
 class ConformerCtc(SpeechTask):
@@ -97,21 +94,10 @@ class ConformerCtc(SpeechTask):
         self, batch: NestedMap, predictions: NestedMap
     ) -> tuple[torch.Tensor, Metrics]:
         """CTC loss per target token (utterances too short for their labels count zero)."""
-        log_probs = torch.log_softmax(predictions.logits.float(), dim=-1)
-        input_lengths = (1.0 - predictions.paddings).sum(dim=1).round().long()
-        target_lengths = (1.0 - batch.tgt_paddings).sum(dim=1).round().long()
-        total = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            batch.tgt_ids,
-            input_lengths,
-            target_lengths,
-            blank=BLANK_ID,
-            reduction="sum",
-            zero_infinity=True,
-        )
-        num_tokens = float(target_lengths.sum())
+        out = ctc_loss(predictions.logits, predictions.paddings, batch.tgt_ids, batch.tgt_paddings)
+        num_tokens = float(out.target_lengths.sum())
         num_utterances = float(batch.tgt_ids.shape[0])
-        loss = total / max(num_tokens, 1.0)
+        loss, total, input_lengths = out.per_token, out.total, out.input_lengths
         metrics = {
             "loss": (float(loss.detach()), num_tokens),
             "ctc_loss_per_utterance": (float(total.detach()) / num_utterances, num_utterances),

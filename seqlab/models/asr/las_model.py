@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import nn
 
 from seqlab.core.config import ConfigError, param
 from seqlab.core.layer import lengths_to_paddings
@@ -25,6 +26,7 @@ from seqlab.layers.cross_entropy import LabelSmoothedCrossEntropy
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import TokenEmbedding
 from seqlab.layers.rnn import BidirectionalLSTMStack
+from seqlab.models.asr.ctc_loss import ctc_loss
 from seqlab.models.asr.speech_task import SpeechTask
 from seqlab.models.base import Metrics
 from seqlab.models.mt.rnmt_decoder import RNMTDecoder
@@ -70,6 +72,14 @@ class ListenAttendSpell(SpeechTask):
         loss: LabelSmoothedCrossEntropy.Config = param(
             LabelSmoothedCrossEntropy.Config(), doc="Training loss."
         )
+        ctc_weight: float = param(
+            0.0,
+            doc="Joint CTC-attention training (Kim et al. 2017, ESPnet's mtlalpha): a CTC head "
+            "on the listener's outputs, the loss (1 - w) * attention + w * CTC; 0 = none. "
+            "Decoding uses the speller alone.",
+            at_least=0,
+            below=1,
+        )
         beam_search: BeamSearch.Config = param(BeamSearch.Config(), doc="Decoding.")
         max_decode_length: int = param(
             400, doc="Hard cap on the output labels of a hypothesis (EOS not counted).", at_least=1
@@ -96,6 +106,8 @@ class ListenAttendSpell(SpeechTask):
         self.input_dropout = Dropout(config.input_dropout_prob)
         self.decoder = config.decoder.build()
         self.loss = config.loss.build()
+        # The CTC head exists only when it trains: runs without it keep their parameters.
+        self.ctc_proj = nn.Linear(encoder_dim, config.vocab_size) if config.ctc_weight > 0 else None
 
     # ---- model ------------------------------------------------------------------------------
     def encode(
@@ -106,28 +118,47 @@ class ListenAttendSpell(SpeechTask):
         return self.encoder(x, paddings), paddings
 
     def compute_predictions(self, batch: NestedMap) -> NestedMap:
-        """Teacher-forced logits.
+        """Teacher-forced logits, and the CTC head's frame logits when it trains.
 
         Returns:
-          NestedMap(logits [B, L + 1, V], targets [B, L + 1] (labels + EOS), paddings).
+          NestedMap(logits [B, L + 1, V], targets [B, L + 1] (labels + EOS), paddings), with
+          ctc_logits [B, S, V] and encoded_paddings [B, S] when ``ctc_weight`` > 0.
         """
         encoded, encoded_paddings = self.encode(batch.audio, batch.audio_paddings)
         inputs, targets, paddings = teacher_forcing_targets(batch.tgt_ids, batch.tgt_paddings)
         embedded = self.input_dropout(self.embedding(inputs))
         decoded = self.decoder(embedded, paddings, encoded, encoded_paddings)
-        return NestedMap(logits=self.embedding.logits(decoded), targets=targets, paddings=paddings)
+        out = NestedMap(logits=self.embedding.logits(decoded), targets=targets, paddings=paddings)
+        if self.ctc_proj is not None:
+            out.ctc_logits = self.ctc_proj(encoded)
+            out.encoded_paddings = encoded_paddings
+        return out
 
     def compute_loss(
         self, batch: NestedMap, predictions: NestedMap
     ) -> tuple[torch.Tensor, Metrics]:
+        """Label-smoothed cross-entropy per label (EOS included), mixed with CTC per label when
+        ``ctc_weight`` > 0 (``attention_loss`` and ``ctc_loss`` are then reported apart)."""
         out = self.loss(predictions.logits, predictions.targets, predictions.paddings)
         num_tokens = float(out.num_tokens)
+        loss = out.loss
         metrics = {
-            "loss": (float(out.loss.detach()), num_tokens),
             "log_pplx": (float(out.nll_sum.detach()) / max(num_tokens, 1.0), num_tokens),
             "num_target_tokens": (num_tokens - batch.tgt_ids.shape[0], 1.0),
         }
-        return out.loss, metrics
+        if self.ctc_proj is not None:
+            ctc = ctc_loss(
+                predictions.ctc_logits,
+                predictions.encoded_paddings,
+                batch.tgt_ids,
+                batch.tgt_paddings,
+            )
+            weight = self.config.ctc_weight
+            loss = (1.0 - weight) * out.loss + weight * ctc.per_token
+            labels = float(ctc.target_lengths.sum())
+            metrics["attention_loss"] = (float(out.loss.detach()), num_tokens)
+            metrics["ctc_loss"] = (float(ctc.per_token.detach()), labels)
+        return loss, {"loss": (float(loss.detach()), num_tokens), **metrics}
 
     # ---- incremental decoding (the beam search's IncrementalModel) -----------------------------
     def extend_step(

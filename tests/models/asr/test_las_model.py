@@ -11,6 +11,7 @@ import torch
 from seqlab.core.registry import get_experiment
 from seqlab.data.asr_data import batch_from_waveforms
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqlab.models.asr.ctc_loss import ctc_loss
 from seqlab.models.asr.las_model import teacher_forcing_targets
 from seqlab.train.decode_runner import decode_dataset
 from seqlab.train.trainer import Trainer
@@ -42,6 +43,41 @@ def test_extend_step_equals_teacher_forced_forward() -> None:
             for row, n in enumerate((4, 2)):
                 if step <= n:
                     torch.testing.assert_close(log_probs[row], full[row, step], atol=1e-4, rtol=0)
+
+
+def test_joint_ctc_attention_loss_mixes_both_and_trains_the_listener() -> None:
+    rng = np.random.default_rng(0)
+    waveforms = [rng.normal(0, 0.1, n).astype(np.float32) for n in (9000, 6000)]
+    batch = batch_from_waveforms(
+        waveforms, [[5, 9, 12, 7], [6, 6]], ["a", "b"], ["a", "b"], [0, 1], 16000
+    )
+    plain = get_experiment("asr.flite_bible.las_tiny").task
+    torch.manual_seed(0)
+    without = plain.build().eval()
+    assert without.ctc_proj is None  # a run without the CTC head keeps its parameters
+    joint = get_experiment("asr.flite_bible.las_tiny").task
+    joint.ctc_weight = 0.3
+    torch.manual_seed(0)
+    task = joint.build().eval()
+    extra = {n for n, _ in task.named_parameters()} - {n for n, _ in without.named_parameters()}
+    assert extra == {"ctc_proj.weight", "ctc_proj.bias"}
+    predictions = task.compute_predictions(batch)
+    loss, metrics = task.compute_loss(batch, predictions)
+    ctc = ctc_loss(
+        predictions.ctc_logits, predictions.encoded_paddings, batch.tgt_ids, batch.tgt_paddings
+    )
+    attention = metrics["attention_loss"][0]
+    assert metrics["ctc_loss"][0] == pytest.approx(float(ctc.per_token.detach()), rel=1e-6)
+    assert float(loss) == pytest.approx(
+        0.7 * attention + 0.3 * float(ctc.per_token.detach()), rel=1e-5
+    )
+    # The speller and the CTC head give the listener gradient; without audio-dependent CTC
+    # the listener's first layer would learn only through attention.
+    loss.backward()
+    assert task.ctc_proj.weight.grad is not None and task.ctc_proj.weight.grad.abs().sum() > 0
+    plain_loss, plain_metrics = without.compute_loss(batch, without.compute_predictions(batch))
+    assert "ctc_loss" not in plain_metrics
+    assert float(plain_loss) == pytest.approx(attention, rel=1e-5)  # same seed, same speller
 
 
 @pytest.mark.slow
