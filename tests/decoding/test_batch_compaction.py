@@ -21,9 +21,11 @@ from seqlab.data.asr_data import batch_from_waveforms
 from seqlab.data.mt_data import MTExamples, collate
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID
 from seqlab.decoding import beam_search
+from seqlab.decoding.ctc_prefix_scorer import CtcPrefixScorer
 from seqlab.decoding.fused_model import FusedModel
 from seqlab.decoding.greedy import greedy_search
 from seqlab.decoding.lm_fusion import LMFusion
+from seqlab.models.asr.ctc_loss import BLANK_ID
 
 # Example b is pushed towards EOS from step STOPS[b] on: they stop at very different steps.
 STOPS = [1, 17, 4, 30, 9, 2]
@@ -82,9 +84,11 @@ def mt_state(name: str) -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
     return task, state, (1.0 - batch.src_paddings).sum(dim=1).long()
 
 
-def las_state() -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
+def las_state(ctc_weight: float = 0.0) -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
     torch.manual_seed(0)
-    task = get_experiment("asr.flite_bible.las_tiny").task.build().eval()
+    config = get_experiment("asr.flite_bible.las_tiny").task
+    config.ctc_weight = ctc_weight
+    task = config.build().eval()
     rng = np.random.default_rng(0)
     waveforms = [rng.normal(0, 0.1, n).astype(np.float32) for n in (4000, 9000, 6000) * 2]
     labels = [[5, 6]] * len(waveforms)
@@ -95,7 +99,19 @@ def las_state() -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
     def state() -> NestedMap:
         return task.decoder.init_state(encoded, paddings)
 
-    return task, state, (1.0 - paddings).sum(dim=1).round().long()
+    frames = (1.0 - paddings).sum(dim=1).round().long()
+    if ctc_weight == 0:
+        return task, state, frames
+    # Joint CTC/attention decoding: the CTC prefix state (frames per example) is compacted too.
+    ctc = CtcPrefixScorer(0.5, BLANK_ID, EOS_ID, never_ids=(BOS_ID,))
+    log_probs = torch.log_softmax(task.ctc_proj(encoded), dim=-1)
+    joint = FusedModel(task, [ctc], model_weight=0.5)
+    joint.config = task.config
+
+    def joint_state() -> NestedMap:
+        return joint.initial_state(state(), [ctc.init_state(log_probs, paddings)])
+
+    return joint, joint_state, frames
 
 
 def fused_las_state() -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
@@ -106,11 +122,11 @@ def fused_las_state() -> tuple[object, Callable[[], NestedMap], torch.Tensor]:
     torch.manual_seed(1)
     lm = lm_config.build().eval()
     fusion = LMFusion.Config(weight=0.3).build(lm, torch.arange(32))
-    fused = FusedModel(task, fusion)
+    fused = FusedModel(task, [fusion])
     fused.config = task.config  # the beam search settings of the LAS task
 
     def state() -> NestedMap:
-        return fused.initial_state(las_initial(), len(STOPS), MAX_LENGTH + 1)
+        return fused.initial_state(las_initial(), [fusion.init_state(len(STOPS), MAX_LENGTH + 1)])
 
     return fused, state, frames
 
@@ -121,6 +137,7 @@ FAMILIES = {
     "hybrid": lambda: mt_state("mt.bible_en_es.hybrid_tiny"),
     "las": las_state,
     "las_fused_lm": fused_las_state,
+    "las_joint_ctc": lambda: las_state(ctc_weight=0.3),
 }
 
 
@@ -148,9 +165,9 @@ def test_compacted_beam_search_equals_the_full_batch(family: str, monkeypatch) -
     torch.testing.assert_close(compacted.scores, full.scores, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(compacted.log_probs, full.log_probs, atol=1e-5, rtol=1e-5)
     # The examples really stopped apart: the hypotheses end at their push (with the fused
-    # LM's extra cost per token, the empty hypothesis wins some of the later ones).
+    # LM's or the CTC head's extra cost per token, shorter hypotheses win some of the later ones).
     lengths = [len(h) for h in full.best_ids]
-    if family == "las_fused_lm":
+    if family in ("las_fused_lm", "las_joint_ctc"):
         assert len(set(lengths)) >= 4, lengths
     else:
         assert lengths == [min(s, MAX_LENGTH) for s in STOPS]
@@ -166,7 +183,11 @@ def test_compacted_greedy_search_equals_the_full_batch(family: str) -> None:
         model = StopsAt(task, STOPS, compact)
         outputs[compact] = greedy_search(model, state(), BOS_ID, EOS_ID, len(STOPS), max_lengths)
     assert outputs[True] == outputs[False]
-    assert [len(h) for h in outputs[True]] == STOPS
+    lengths = [len(h) for h in outputs[True]]
+    if family == "las_joint_ctc":  # the CTC head's end score can outweigh the push
+        assert len(set(lengths)) >= 4, lengths
+    else:
+        assert lengths == STOPS
 
 
 def test_compaction_happens(monkeypatch) -> None:

@@ -99,11 +99,16 @@ def test_ctc_length_bonus_favours_emitting_labels() -> None:
     assert ctc_prefix_beam_search(frames, 4, lm=bonus)[0][0] == [A]
 
 
+def _fused(decoder: object, fusion: LMFusion) -> FusedModel:
+    return FusedModel(decoder, [fusion], length_bonus=fusion.length_bonus)
+
+
 def _attention_search(model: object, batch_size: int = 1, max_step_gain: float = 0.0):
     search = BeamSearch.Config(beam_size=3, length_penalty_alpha=0.0).build()
     state = NestedMap(model=NestedMap(last=torch.full((batch_size,), BOS_ID)))
     if isinstance(model, FusedModel):
-        state = model.initial_state(state.model, batch_size, max_length=8)
+        scorer_states = [scorer.init_state(batch_size, 8) for scorer in model.scorers]
+        state = model.initial_state(state.model, scorer_states)
     else:
         state = state.model
     return search.search(
@@ -121,14 +126,14 @@ def _attention_search(model: object, batch_size: int = 1, max_step_gain: float =
 def test_fused_lm_turns_attention_beam_search_towards_its_word() -> None:
     decoder = BigramLM(SOUNDS_LIKE_CAT)
     assert _attention_search(decoder).best_ids == [[C, A, T]]
-    fused = _attention_search(FusedModel(decoder, _fusion(1.0)), batch_size=2)
+    fused = _attention_search(_fused(decoder, _fusion(1.0)), batch_size=2)
     assert fused.best_ids == [[C, A, R], [C, A, R]]
 
 
 def test_attention_fusion_with_weight_zero_is_the_unfused_search() -> None:
     decoder = BigramLM(SOUNDS_LIKE_CAT)
     unfused = _attention_search(decoder)
-    fused = _attention_search(FusedModel(decoder, _fusion(0.0)))
+    fused = _attention_search(_fused(decoder, _fusion(0.0)))
     assert fused.ids == unfused.ids
     torch.testing.assert_close(fused.scores, unfused.scores, rtol=0, atol=0)
 
@@ -137,7 +142,7 @@ def test_attention_length_bonus_lengthens_and_early_stopping_allows_for_it() -> 
     # EOS right after BOS is likeliest; a bonus per token makes "c a t" win instead.
     decoder = BigramLM(_table({BOS_ID: {EOS_ID: 0.5, C: 0.4}, C: {A: 0.9}, A: {T: 0.9}}))
     assert _attention_search(decoder).best_ids == [[]]
-    fused = FusedModel(decoder, _fusion(0.0, length_bonus=2.0))
+    fused = _fused(decoder, _fusion(0.0, length_bonus=2.0))
     assert _attention_search(fused, max_step_gain=2.0).best_ids == [[C, A, T]]
     # Without the gain, early stopping ends the search once "" is found.
     assert _attention_search(fused).best_ids == [[]]

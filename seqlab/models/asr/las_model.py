@@ -20,13 +20,14 @@ from seqlab.core.layer import lengths_to_paddings
 from seqlab.core.nested_map import NestedMap
 from seqlab.data.sentencepiece_tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqlab.decoding.beam_search import BeamSearch
-from seqlab.decoding.fused_model import FusedModel
+from seqlab.decoding.ctc_prefix_scorer import CtcPrefixScorer
+from seqlab.decoding.fused_model import FusedModel, StepScorer
 from seqlab.decoding.step_model import IncrementalModel
 from seqlab.layers.cross_entropy import LabelSmoothedCrossEntropy
 from seqlab.layers.dropout import Dropout
 from seqlab.layers.embedding import TokenEmbedding
 from seqlab.layers.rnn import BidirectionalLSTMStack
-from seqlab.models.asr.ctc_loss import ctc_loss
+from seqlab.models.asr.ctc_loss import BLANK_ID, ctc_loss
 from seqlab.models.asr.speech_task import SpeechTask
 from seqlab.models.base import Metrics
 from seqlab.models.mt.rnmt_decoder import RNMTDecoder
@@ -76,7 +77,15 @@ class ListenAttendSpell(SpeechTask):
             0.0,
             doc="Joint CTC-attention training (Kim et al. 2017, ESPnet's mtlalpha): a CTC head "
             "on the listener's outputs, the loss (1 - w) * attention + w * CTC; 0 = none. "
-            "Decoding uses the speller alone.",
+            "Decoding uses the speller alone unless ctc_decode_weight > 0.",
+            at_least=0,
+            below=1,
+        )
+        ctc_decode_weight: float = param(
+            0.0,
+            doc="Joint CTC/attention decoding (Watanabe et al. 2017, ESPnet's decode "
+            "ctc_weight): beam search scores a label by (1 - w) * log P_att + w * the change "
+            "of the CTC head's prefix score; 0 = the speller alone. Needs ctc_weight > 0.",
             at_least=0,
             below=1,
         )
@@ -108,6 +117,11 @@ class ListenAttendSpell(SpeechTask):
         self.loss = config.loss.build()
         # The CTC head exists only when it trains: runs without it keep their parameters.
         self.ctc_proj = nn.Linear(encoder_dim, config.vocab_size) if config.ctc_weight > 0 else None
+        if config.ctc_decode_weight > 0 and self.ctc_proj is None:
+            raise ConfigError(
+                "ListenAttendSpell: ctc_decode_weight > 0 needs the CTC head that ctc_weight > 0 "
+                "trains (this model has none)"
+            )
 
     # ---- model ------------------------------------------------------------------------------
     def encode(
@@ -179,8 +193,9 @@ class ListenAttendSpell(SpeechTask):
         return self.decoder.select_examples(state, examples)
 
     def decode(self, batch: NestedMap) -> NestedMap:
-        """Beam search, with the fused language model of ``lm_fusion`` if any; output lengths
-        are capped relative to the encoder frames.
+        """Beam search, jointly with the CTC head when ``ctc_decode_weight`` > 0 and with the
+        fused language model of ``lm_fusion`` if any; output lengths are capped relative to
+        the encoder frames.
 
         Returns:
           NestedMap(ids: B label lists, scores [B]).
@@ -191,11 +206,24 @@ class ListenAttendSpell(SpeechTask):
         max_length, batch_size = self.config.max_decode_length, encoded.shape[0]
         model: IncrementalModel = self
         state = self.decoder.init_state(encoded, paddings)
+        scorers: list[StepScorer] = []
+        scorer_states: list[NestedMap] = []
+        ctc_weight = self.config.ctc_decode_weight
+        if ctc_weight > 0:
+            assert self.ctc_proj is not None
+            ctc = CtcPrefixScorer(ctc_weight, BLANK_ID, EOS_ID, never_ids=(BOS_ID,))
+            scorers.append(ctc)
+            log_probs = torch.log_softmax(self.ctc_proj(encoded).float(), dim=-1)
+            scorer_states.append(ctc.init_state(log_probs, paddings))
         fusion = self.fusion()
         if fusion is not None:
-            model = FusedModel(self, fusion)
             longest = int(search.max_lengths(frames, max_length).max()) + 1  # and EOS
-            state = model.initial_state(state, batch_size, longest)
+            scorers.append(fusion)
+            scorer_states.append(fusion.init_state(batch_size, longest))
+        bonus = 0.0 if fusion is None else fusion.length_bonus
+        if scorers:
+            fused = FusedModel(self, scorers, model_weight=1.0 - ctc_weight, length_bonus=bonus)
+            model, state = fused, fused.initial_state(state, scorer_states)
         result = search.search(
             model,
             state,
@@ -204,6 +232,6 @@ class ListenAttendSpell(SpeechTask):
             batch_size=batch_size,
             source_lengths=frames,
             max_length=max_length,
-            max_step_gain=0.0 if fusion is None else fusion.length_bonus,
+            max_step_gain=bonus,
         )
         return NestedMap(ids=result.best_ids, scores=result.best_scores)
