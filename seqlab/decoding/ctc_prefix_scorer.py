@@ -124,6 +124,9 @@ class CtcPrefixScorer:
             r_n_next[t], r_b_next[t] = n, b
         state.candidates = NestedMap(psi=psi, r_n=r_n_next, r_b=r_b_next)
         scores = (psi - state.psi[:, None]).clamp(max=0.0)
+        # A prefix the frames cannot emit (psi = -inf: a beam that had no finite extension
+        # left, or an example that stopped) has only impossible extensions, not NaN ones.
+        scores.masked_fill_(torch.isneginf(state.psi)[:, None], -torch.inf)
         return (self.weight * scores).float(), state
 
     def _advance(self, state: NestedMap, labels: Tensor) -> NestedMap:

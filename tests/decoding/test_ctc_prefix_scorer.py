@@ -111,6 +111,19 @@ def test_beams_reorder_with_their_frames() -> None:
         torch.testing.assert_close(scores[row], expected[0])
 
 
+def test_an_impossible_prefix_scores_minus_infinity_not_nan() -> None:
+    # Two frames can emit at most two labels: after "A B" nothing but EOS is possible, and
+    # the prefix "A B A" itself has probability 0.
+    frames = _frames(2, seed=3)
+    scorer = _scorer()
+    state = scorer.init_state(frames[None].float(), torch.zeros(1, 2))
+    for label in (BOS_ID, A, B):
+        scores, state = scorer.extend_step(state, torch.tensor([label]))
+    assert torch.isfinite(scores[0, EOS_ID]) and scores[0, A] == -math.inf
+    scores, state = scorer.extend_step(state, torch.tensor([A]))
+    assert not scores.isnan().any() and (scores == -math.inf).all()
+
+
 class _Speller:
     """An attention decoder stub: prefers "A A" then EOS whatever the audio says."""
 
