@@ -16,6 +16,7 @@ and the final ranking adds weight * log P_lm(EOS | prefix) (Hannun et al. 2014).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -74,6 +75,11 @@ def _add(
     entry[1] = _log_add(entry[1], label_score)
 
 
+Prefix = tuple[int, ...]
+# An utterance's kept prefixes: prefix -> (log P(prefix, ends in blank), ends in a label).
+Beams = dict[Prefix, tuple[float, float]]
+
+
 def ctc_prefix_beam_search(
     log_probs: torch.Tensor,
     beam_size: int = 8,
@@ -89,63 +95,118 @@ def ctc_prefix_beam_search(
       blank: the blank label.
       labels_per_frame: consider only this many most probable labels per frame (plus blank
         and the prefixes' last labels); 0 = all labels. Pruning speeds up large vocabularies.
-      lm: a fused language model's scorer, made for this utterance; None = no fusion.
+      lm: a fused language model's scorer, made for this utterance (its prefixes are the
+        label tuples); None = no fusion.
 
     Returns:
       Up to ``beam_size`` (labels, score) pairs, best first; the score is the log-probability
       summed over every alignment of the labels, plus the fused scores with ``lm``.
     """
+    return _lockstep_search(
+        [log_probs], beam_size, blank, labels_per_frame, lm, lambda _, prefix: prefix
+    )[0]
+
+
+def _lockstep_search(
+    utterances: list[torch.Tensor],
+    beam_size: int,
+    blank: int,
+    labels_per_frame: int,
+    lm: PrefixLMScorer | None,
+    lm_key: Callable[[int, Prefix], tuple[int, ...]],
+) -> list[list[tuple[list[int], float]]]:
+    """Prefix beam search over several utterances, a frame of each at a time, so that one
+    call of ``lm`` scores the new prefixes of all of them (``lm_key(u, prefix)`` names
+    utterance u's prefix to the scorer). Returns each utterance's results as
+    :func:`ctc_prefix_beam_search` does."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    frames = log_probs.detach().float().cpu()
-    vocab = frames.shape[1]
-    # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in a label))
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
+    frames = [u.detach().float().cpu() for u in utterances]
+    beams: list[Beams] = [{(): (0.0, NEG_INF)} for _ in frames]
     # prefix -> its fused score: weight * log P_lm(prefix) + length_bonus * |prefix|
-    fused: dict[tuple[int, ...], float] = {(): 0.0}
-    for frame in frames:
-        scores = frame.tolist()
-        if 0 < labels_per_frame < vocab:
-            candidates = set(frame.topk(labels_per_frame).indices.tolist())
-            candidates |= {prefix[-1] for prefix in beams if prefix}
-        else:
-            candidates = set(range(vocab))
-        candidates.discard(blank)
-        next_beams: dict[tuple[int, ...], list[float]] = {}
-        next_fused = dict(fused)
-        if lm is not None:
-            extensions = lm.next_scores(list(beams))
-            for prefix in beams:
-                for label in candidates:
-                    next_fused.setdefault(
-                        prefix + (label,),
-                        fused[prefix] + extensions[prefix][label] + lm.length_bonus,
-                    )
-
-        for prefix, (p_blank, p_label) in beams.items():
-            total = _log_add(p_blank, p_label)
-            _add(next_beams, prefix, total + scores[blank], NEG_INF)
-            last = prefix[-1] if prefix else None
-            for label in candidates:
-                score = scores[label]
-                if label == last:
-                    # A repeat stays the same prefix unless a blank separated the two.
-                    _add(next_beams, prefix, NEG_INF, p_label + score)
-                    _add(next_beams, prefix + (label,), NEG_INF, p_blank + score)
-                else:
-                    _add(next_beams, prefix + (label,), NEG_INF, total + score)
-        ranked = sorted(
-            next_beams.items(),
-            key=lambda item: _log_add(item[1][0], item[1][1]) + next_fused.get(item[0], 0.0),
-            reverse=True,
-        )
-        beams = {prefix: (b, n) for prefix, (b, n) in ranked[:beam_size]}
-        fused = {prefix: next_fused.get(prefix, 0.0) for prefix in beams}
+    fused: list[dict[Prefix, float]] = [{(): 0.0} for _ in frames]
+    for t in range(max(f.shape[0] for f in frames)):
+        extensions = None
+        if lm is not None:  # every kept prefix, so the scorer keeps those that are done too
+            keys = [lm_key(u, prefix) for u, kept in enumerate(beams) for prefix in kept]
+            extensions = lm.next_scores(keys)
+        for u, utterance in enumerate(frames):
+            if t >= utterance.shape[0]:
+                continue
+            lm_scores = None
+            if lm is not None and extensions is not None:
+                lm_scores = {p: extensions[lm_key(u, p)] for p in beams[u]}
+            beams[u], fused[u] = _advance(
+                beams[u],
+                fused[u],
+                utterance[t],
+                beam_size,
+                blank,
+                labels_per_frame,
+                lm_scores,
+                0.0 if lm is None else lm.length_bonus,
+            )
     if lm is not None:
-        lm.next_scores(list(beams))
-        fused = {prefix: score + lm.end_score(prefix) for prefix, score in fused.items()}
-    results = [(list(p), _log_add(b, n) + fused[p]) for p, (b, n) in beams.items()]
-    return sorted(results, key=lambda item: item[1], reverse=True)
+        lm.next_scores([lm_key(u, prefix) for u, kept in enumerate(beams) for prefix in kept])
+        fused = [
+            {p: score + lm.end_score(lm_key(u, p)) for p, score in scores.items()}
+            for u, scores in enumerate(fused)
+        ]
+    results = []
+    for kept, scores in zip(beams, fused, strict=True):
+        ranked = [(list(p), _log_add(b, n) + scores[p]) for p, (b, n) in kept.items()]
+        results.append(sorted(ranked, key=lambda item: item[1], reverse=True))
+    return results
+
+
+def _advance(
+    beams: Beams,
+    fused: dict[Prefix, float],
+    frame: torch.Tensor,
+    beam_size: int,
+    blank: int,
+    labels_per_frame: int,
+    lm_scores: dict[Prefix, list[float]] | None,
+    length_bonus: float,
+) -> tuple[Beams, dict[Prefix, float]]:
+    """One frame [V] of prefix beam search: the ``beam_size`` best prefixes after it and
+    their fused scores (``lm_scores``: the fused [V] scores of each kept prefix's next label,
+    or None without a language model)."""
+    scores = frame.tolist()
+    vocab = len(scores)
+    if 0 < labels_per_frame < vocab:
+        candidates = set(frame.topk(labels_per_frame).indices.tolist())
+        candidates |= {prefix[-1] for prefix in beams if prefix}
+    else:
+        candidates = set(range(vocab))
+    candidates.discard(blank)
+    next_beams: dict[Prefix, list[float]] = {}
+    next_fused = dict(fused)
+    if lm_scores is not None:
+        for prefix in beams:
+            for label in candidates:
+                next_fused.setdefault(
+                    prefix + (label,), fused[prefix] + lm_scores[prefix][label] + length_bonus
+                )
+    for prefix, (p_blank, p_label) in beams.items():
+        total = _log_add(p_blank, p_label)
+        _add(next_beams, prefix, total + scores[blank], NEG_INF)
+        last = prefix[-1] if prefix else None
+        for label in candidates:
+            score = scores[label]
+            if label == last:
+                # A repeat stays the same prefix unless a blank separated the two.
+                _add(next_beams, prefix, NEG_INF, p_label + score)
+                _add(next_beams, prefix + (label,), NEG_INF, p_blank + score)
+            else:
+                _add(next_beams, prefix + (label,), NEG_INF, total + score)
+    ranked = sorted(
+        next_beams.items(),
+        key=lambda item: _log_add(item[1][0], item[1][1]) + next_fused.get(item[0], 0.0),
+        reverse=True,
+    )
+    kept = {prefix: (b, n) for prefix, (b, n) in ranked[:beam_size]}
+    return kept, {prefix: next_fused.get(prefix, 0.0) for prefix in kept}
 
 
 def ctc_beam_decode(
@@ -157,18 +218,20 @@ def ctc_beam_decode(
     fusion: LMFusion | None = None,
 ) -> list[list[int]]:
     """Prefix beam search over a batch [B, T, V] with paddings [B, T], with ``fusion``'s
-    language model if given; the best labels each."""
+    language model if given; the best labels each. With a language model the B searches run
+    in lockstep, so that each language model step serves the new prefixes of all of them."""
     lengths = (1.0 - paddings).sum(dim=1).round().long().tolist()
-    return [
-        ctc_prefix_beam_search(
-            row[:length],
-            beam_size,
-            blank,
-            labels_per_frame,
-            None if fusion is None else PrefixLMScorer(fusion, length),
-        )[0][0]
-        for row, length in zip(log_probs, lengths, strict=True)
-    ]
+    utterances = [row[:length] for row, length in zip(log_probs, lengths, strict=True)]
+    if fusion is None:
+        return [
+            ctc_prefix_beam_search(u, beam_size, blank, labels_per_frame)[0][0] for u in utterances
+        ]
+    roots = [(u,) for u in range(len(utterances))]
+    lm = PrefixLMScorer(fusion, max(lengths, default=0), roots=roots)
+    results = _lockstep_search(
+        utterances, beam_size, blank, labels_per_frame, lm, lambda u, prefix: (u, *prefix)
+    )
+    return [ranked[0][0] for ranked in results]
 
 
 def ctc_decode(

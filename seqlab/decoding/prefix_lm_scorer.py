@@ -9,6 +9,7 @@ step when it first enters the beam; prefixes of the same length advance in one b
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import torch
 
@@ -35,12 +36,24 @@ def _concat_states(states: list[NestedMap]) -> NestedMap:
 class PrefixLMScorer:
     """Fused language model scores (weight * log P_lm) of extending each kept prefix."""
 
-    def __init__(self, fusion: LMFusion, max_length: int) -> None:
-        """``max_length``: the longest prefix to score (the utterance's frames)."""
+    def __init__(self, fusion: LMFusion, max_length: int, roots: Sequence[Prefix] = ((),)) -> None:
+        """``max_length``: the longest prefix to score (the utterance's frames). ``roots``: the
+        empty prefix of each search that shares this scorer; a prefix is its root followed by
+        its labels (one search: the root is ``()``; several: e.g. ``(u,)`` for utterance u)."""
         self.fusion = fusion
-        scores, state = fusion.start(1, max_length + 1)
+        self._root_length = len(roots[0])
+        if any(len(root) != self._root_length for root in roots):
+            raise ValueError(f"roots must have one length, got {list(roots)}")
+        scores, state = fusion.start(len(roots), max_length + 1)
+        row_scores = scores.tolist()
         # prefix -> (its language model state of one row, [V] scores of its next label)
-        self._kept: dict[Prefix, tuple[NestedMap, list[float]]] = {(): (state, scores[0].tolist())}
+        self._kept: dict[Prefix, tuple[NestedMap, list[float]]] = {
+            root: (
+                self.fusion.reorder_state(state, torch.tensor([i], device=scores.device)),
+                row_scores[i],
+            )
+            for i, root in enumerate(roots)
+        }
 
     @property
     def length_bonus(self) -> float:
@@ -49,7 +62,9 @@ class PrefixLMScorer:
     def next_scores(self, prefixes: list[Prefix]) -> dict[Prefix, list[float]]:
         """[V] scores of each label after each prefix; forgets every other prefix.
 
-        Every new prefix extends one of the prefixes of the previous call by one label.
+        Every new prefix extends one of the prefixes of the previous call by one label (a
+        root is never new). New prefixes of one length advance in one batch, whichever
+        search they belong to.
         """
         new = sorted((p for p in prefixes if p not in self._kept), key=len)
         for _, group in itertools.groupby(new, key=len):

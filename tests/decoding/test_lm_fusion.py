@@ -60,6 +60,22 @@ PREFERS_CAR = _table({BOS_ID: {C: 0.9}, C: {A: 0.9}, A: {R: 0.9, T: 0.01}})
 SOUNDS_LIKE_CAT = _table({BOS_ID: {C: 0.9}, C: {A: 0.9}, A: {T: 0.5, R: 0.4}})
 
 
+def _small_lm(kind: str, num_layers: int) -> LanguageModel:
+    """A randomly initialised Transformer or LSTM language model over the V test labels."""
+    torch.manual_seed(0)
+    if kind == "transformer":
+        return transformer_lm_config(
+            vocab_size=V,
+            num_layers=num_layers,
+            model_dim=16,
+            hidden_dim=32,
+            num_heads=2,
+            dropout_prob=0.0,
+        ).build()
+    config = lstm_lm_config(vocab_size=V, num_layers=num_layers, model_dim=16, dropout_prob=0.0)
+    return config.build()
+
+
 def _fusion(weight: float, length_bonus: float = 0.0, lm: LanguageModel | None = None) -> LMFusion:
     config = LMFusion.Config(weight=weight, length_bonus=length_bonus)
     return config.build(lm or BigramLM(PREFERS_CAR), torch.arange(V))
@@ -87,6 +103,39 @@ def test_ctc_fusion_with_weight_zero_is_the_unfused_search() -> None:
     frames = _ctc_frames()
     unfused = ctc_prefix_beam_search(frames, beam_size=4)
     assert ctc_prefix_beam_search(frames, 4, lm=PrefixLMScorer(_fusion(0.0), 3)) == unfused
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_batched_fused_ctc_decode_equals_each_utterance_alone_with_fewer_lm_steps(
+    kind: str,
+) -> None:
+    """``ctc_beam_decode`` runs the utterances' searches in lockstep, one language model step
+    for all their new prefixes of one length: the same labels as one search at a time."""
+    lm = _small_lm(kind, num_layers=1)
+    with torch.no_grad():  # a language model with opinions, so that fusion changes labels
+        for parameter in lm.parameters():
+            parameter.mul_(4.0)
+    fusion = _fusion(1.0, length_bonus=1.0, lm=lm)
+    lengths = [7, 3, 10, 0, 5]
+    log_probs = torch.randn(len(lengths), 10, V).log_softmax(-1)
+    paddings = (torch.arange(10)[None] >= torch.tensor(lengths)[:, None]).float()
+    steps = []
+    inner = fusion.extend_step
+
+    def counting(state: NestedMap, labels: Tensor):
+        steps.append(labels.shape[0])
+        return inner(state, labels)
+
+    fusion.extend_step = counting
+    batched = ctc_beam_decode(log_probs, paddings, 3, fusion=fusion)
+    batched_steps, steps[:] = len(steps), []
+    alone = [
+        ctc_prefix_beam_search(row[:n], 3, lm=PrefixLMScorer(fusion, n))[0][0]
+        for row, n in zip(log_probs, lengths, strict=True)
+    ]
+    assert batched == alone
+    assert batched != ctc_beam_decode(log_probs, paddings, 3)  # the language model counts
+    assert batched_steps < len(steps)
 
 
 def test_ctc_length_bonus_favours_emitting_labels() -> None:
@@ -150,13 +199,7 @@ def test_attention_length_bonus_lengthens_and_early_stopping_allows_for_it() -> 
 
 @pytest.mark.parametrize("kind", ["transformer", "lstm"])
 def test_prefix_scores_equal_the_lm_fed_each_prefix(kind: str) -> None:
-    torch.manual_seed(0)
-    if kind == "transformer":
-        lm = transformer_lm_config(
-            vocab_size=V, num_layers=2, model_dim=16, hidden_dim=32, num_heads=2, dropout_prob=0.0
-        ).build()
-    else:
-        lm = lstm_lm_config(vocab_size=V, num_layers=2, model_dim=16, dropout_prob=0.0).build()
+    lm = _small_lm(kind, num_layers=2)
     scorer = PrefixLMScorer(_fusion(0.5, lm=lm), max_length=4)
     calls = [[()], [(), (C,)], [(C,), (C, A), (T,)], [(C, A, R), (T,)]]
     for prefixes in calls:
