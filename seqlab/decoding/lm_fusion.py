@@ -118,6 +118,10 @@ class LMFusion(Configurable):
         """K copies of each row, row ``b * K + k`` from row b."""
         return self.lm.expand_state(state, beam_size)
 
+    def concat_states(self, states: list[NestedMap]) -> NestedMap:
+        """The rows of ``states`` (at one step) in one state, in order."""
+        return self.lm.concat_states(states)
+
     def start(self, batch_size: int, max_length: int) -> tuple[torch.Tensor, NestedMap]:
         """State after BOS for ``batch_size`` rows, and the [N, V] scores of the first label."""
         bos = torch.full((batch_size,), BOS_ID, dtype=torch.long)

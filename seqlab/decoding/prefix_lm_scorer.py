@@ -20,19 +20,6 @@ from seqlab.decoding.lm_fusion import LMFusion
 Prefix = tuple[int, ...]
 
 
-def _concat_states(states: list[NestedMap]) -> NestedMap:
-    """One state of the rows of ``states`` (batch-major tensors; other leaves equal)."""
-    leaves = [dict(state.flatten()) for state in states]
-    return states[0].with_leaves(
-        {
-            key: torch.cat([leaf[key] for leaf in leaves])
-            if isinstance(value, torch.Tensor)
-            else value
-            for key, value in leaves[0].items()
-        }
-    )
-
-
 class PrefixLMScorer:
     """Fused language model scores (weight * log P_lm) of extending each kept prefix."""
 
@@ -69,7 +56,7 @@ class PrefixLMScorer:
         new = sorted((p for p in prefixes if p not in self._kept), key=len)
         for _, group in itertools.groupby(new, key=len):
             rows = list(group)
-            state = _concat_states([self._kept[p[:-1]][0] for p in rows])
+            state = self.fusion.concat_states([self._kept[p[:-1]][0] for p in rows])
             labels = torch.tensor([p[-1] for p in rows], dtype=torch.long)
             scores, state = self.fusion.extend_step(state, labels)
             for i, (prefix, row_scores) in enumerate(zip(rows, scores.tolist(), strict=True)):

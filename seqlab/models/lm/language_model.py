@@ -70,6 +70,19 @@ class LanguageModel(Task):
             lambda v: v.index_select(0, indices) if isinstance(v, torch.Tensor) else v
         )
 
+    def concat_states(self, states: list[NestedMap]) -> NestedMap:
+        """One state of the rows of ``states``, in order (states at the same step: every
+        tensor is batch-major and concatenated; other leaves are those of the first)."""
+        leaves = [dict(state.flatten()) for state in states]
+        return states[0].with_leaves(
+            {
+                key: torch.cat([leaf[key] for leaf in leaves])
+                if isinstance(value, torch.Tensor)
+                else value
+                for key, value in leaves[0].items()
+            }
+        )
+
     def expand_state(self, state: NestedMap, beam_size: int) -> NestedMap:
         """K copies of each of the B rows: row ``b * K + k`` is row b."""
         rows = next(v for _, v in state.flatten() if isinstance(v, torch.Tensor))

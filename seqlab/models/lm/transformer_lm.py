@@ -86,6 +86,30 @@ class TransformerLM(LanguageModel):
             value=weight.new_zeros(shape + (attention.head_dim,)),
         )
 
+    def reorder_state(self, state: NestedMap, indices: torch.Tensor) -> NestedMap:
+        """Rows ``indices`` [M] of the state; only the filled cache positions (< step) are
+        copied, the rest of the new caches is left uninitialised (never read before written)."""
+        step = state.step
+        out = NestedMap(step=step)
+        for name in ("key", "value"):
+            cache = state[name]
+            out[name] = cache.new_empty((indices.shape[0], *cache.shape[1:]))
+            torch.index_select(cache[:, :, :, :step], 0, indices, out=out[name][:, :, :, :step])
+        return out
+
+    def concat_states(self, states: list[NestedMap]) -> NestedMap:
+        """The rows of ``states`` (all at one step) in one state, copying only the filled
+        cache positions."""
+        step = states[0].step
+        if any(state.step != step for state in states):
+            raise ValueError(f"concat_states: states at steps {[s.step for s in states]}")
+        out = NestedMap(step=step)
+        for name in ("key", "value"):
+            caches = [state[name] for state in states]
+            out[name] = caches[0].new_empty((sum(c.shape[0] for c in caches), *caches[0].shape[1:]))
+            torch.cat([c[:, :, :, :step] for c in caches], out=out[name][:, :, :, :step])
+        return out
+
     def extend_step(
         self, state: NestedMap, ids: torch.Tensor
     ) -> tuple[torch.Tensor, NestedMap, None]:
