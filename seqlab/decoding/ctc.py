@@ -134,7 +134,7 @@ def _lockstep_search(
             if t >= utterance.shape[0]:
                 continue
             lm_scores = None
-            if lm is not None and extensions is not None:
+            if extensions is not None:
                 lm_scores = {p: extensions[lm_key(u, p)] for p in beams[u]}
             beams[u], fused[u] = _advance(
                 beams[u],
@@ -218,16 +218,14 @@ def ctc_beam_decode(
     fusion: LMFusion | None = None,
 ) -> list[list[int]]:
     """Prefix beam search over a batch [B, T, V] with paddings [B, T], with ``fusion``'s
-    language model if given; the best labels each. With a language model the B searches run
-    in lockstep, so that each language model step serves the new prefixes of all of them."""
+    language model if given; the best labels each. The B searches run in lockstep, so that
+    each language model step serves the new prefixes of all of them."""
     lengths = (1.0 - paddings).sum(dim=1).round().long().tolist()
     utterances = [row[:length] for row, length in zip(log_probs, lengths, strict=True)]
-    if fusion is None:
-        return [
-            ctc_prefix_beam_search(u, beam_size, blank, labels_per_frame)[0][0] for u in utterances
-        ]
-    roots = [(u,) for u in range(len(utterances))]
-    lm = PrefixLMScorer(fusion, max(lengths, default=0), roots=roots)
+    lm = None
+    if fusion is not None:
+        roots = [(u,) for u in range(len(utterances))]
+        lm = PrefixLMScorer(fusion, max(lengths, default=0), roots=roots)
     results = _lockstep_search(
         utterances, beam_size, blank, labels_per_frame, lm, lambda u, prefix: (u, *prefix)
     )
