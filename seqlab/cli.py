@@ -265,10 +265,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return _run_on_checkpoints(args, process)
 
 
-def cmd_infer(args: argparse.Namespace) -> int:
-    from seqlab.export.input_limits import InputTooLargeError
-    from seqlab.export.input_text import InputTextError, read_input_lines
-
+def _load_predictor(args: argparse.Namespace) -> Any:
+    """The Predictor of ``--logdir`` or the ArtifactPredictor of ``--artifact`` (infer, serve)."""
     if bool(args.logdir) == bool(args.artifact):
         raise UsageError("pass either --logdir (a training run) or --artifact (seqlab export)")
     if args.artifact and args.checkpoint:
@@ -289,23 +287,29 @@ def cmd_infer(args: argparse.Namespace) -> int:
             raise UsageError("an artifact is quantized when exported: seqlab export --quantize")
         if args.set:
             raise UsageError("an artifact's settings are fixed when exported; --set needs --logdir")
-        predictor: Any = ArtifactPredictor(
+        return ArtifactPredictor(
             Path(args.artifact), max_batch_size=args.batch_size, device=device, **limits
         )
-    else:
-        from seqlab.export.predictor import Predictor
+    from seqlab.export.predictor import Predictor
 
-        predictor = Predictor.from_logdir(
-            Path(args.logdir),
-            device=device,
-            max_batch_size=args.batch_size,
-            task=args.task,
-            use_ema=args.ema,
-            quantize=args.quantize,
-            checkpoint=args.checkpoint,
-            overrides=args.set or [],
-            **limits,
-        )
+    return Predictor.from_logdir(
+        Path(args.logdir),
+        device=device,
+        max_batch_size=args.batch_size,
+        task=args.task,
+        use_ema=args.ema,
+        quantize=args.quantize,
+        checkpoint=args.checkpoint,
+        overrides=args.set or [],
+        **limits,
+    )
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from seqlab.export.input_limits import InputTooLargeError
+    from seqlab.export.input_text import InputTextError, read_input_lines
+
+    predictor = _load_predictor(args)
     if predictor.is_speech:
         if not args.input:
             raise UsageError("this model transcribes audio: pass --input a.wav [b.wav ...]")
@@ -337,6 +341,37 @@ def cmd_infer(args: argparse.Namespace) -> int:
             ) from None
         for out in outputs:
             print(" ".join(out.splitlines()), flush=True)  # one output line per input line
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from seqlab.serve.app import ServeSettings
+        from seqlab.serve.http_server import bind_socket, serve
+        from seqlab.serve.served_model import ServedModel
+    except ImportError as e:
+        raise UsageError(
+            f"seqlab serve needs {e.name}: pip install 'seqlab[serve]' (scripts/setup.sh does)"
+        ) from None
+    settings = ServeSettings(
+        batch_window_ms=args.batch_window_ms,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    try:
+        settings.check()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, got {args.port}")
+    try:  # the address is checked before the model loads
+        bind_socket(args.host, args.port).close()
+    except OSError as e:
+        raise UsageError(f"--host {args.host} --port {args.port}: {e.strerror or e}") from None
+    model = ServedModel(_load_predictor(args))
+    serve(model, settings, args.host, args.port, access_log=args.access_log)
     return 0
 
 
@@ -389,6 +424,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ------------------------------------------------------------------------------
+
+
+def _add_model_source(parser: argparse.ArgumentParser, batch_help: str) -> None:
+    """The flags of infer and serve that choose and load a model (``_load_predictor``)."""
+    parser.add_argument("--logdir", default="", help="a training run (or use --artifact)")
+    parser.add_argument(
+        "--artifact", default="", help="an artifact from seqlab export (torch, onnx, ctranslate2)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help=batch_help)
+    parser.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=None,
+        help="refuse longer input lines (tokens with EOS; default 256, or the artifact's limit)",
+    )
+    parser.add_argument("--task", default="", help="multi-task runs: the task to run (required)")
+    _add_checkpoint(parser)
+    _add_ema(parser)
+    _add_quantize(parser)
+    _add_device(parser)
+    _add_set(parser, _INFERENCE_SET_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -478,10 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "infer", help="translate lines from stdin or --input, or transcribe --input audio files"
     )
-    p.add_argument("--logdir", default="", help="a training run (or use --artifact)")
-    p.add_argument(
-        "--artifact", default="", help="an artifact from seqlab export (torch, onnx, ctranslate2)"
-    )
+    _add_model_source(p, batch_help="inputs decoded together")
     p.add_argument(
         "--input", nargs="*", default=[], help="a text file, or audio files (one transcript each)"
     )
@@ -491,20 +544,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a text to continue (language models) or to process, instead of stdin; repeatable",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--max-input-tokens",
-        type=int,
-        default=None,
-        help="refuse longer input lines (tokens with EOS; default 256, or the artifact's limit)",
-    )
-    p.add_argument("--task", default="", help="multi-task runs: the task to run (required)")
-    _add_checkpoint(p)
-    _add_ema(p)
-    _add_quantize(p)
-    _add_device(p)
-    _add_set(p, _INFERENCE_SET_HELP)
     p.set_defaults(fn=cmd_infer)
+
+    p = sub.add_parser(
+        "serve",
+        help="an HTTP server for a model (translate, generate or transcribe) with dynamic "
+        "batching, metrics and a demo page",
+    )
+    _add_model_source(p, batch_help="most requests decoded in one batch")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    p.add_argument("--port", type=int, default=8080, help="port (0: a free one, printed)")
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=5.0,
+        help="how long the first request of a batch waits for others to join it",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=8192,
+        help="a batch's padded size: largest input tokens (speech: 10 ms frames) x inputs",
+    )
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond it get 503")
+    p.add_argument(
+        "--request-timeout", type=float, default=60.0, help="seconds before a 504 answer"
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413"
+    )
+    p.add_argument("--access-log", action="store_true", help="print a line per request")
+    p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser(
         "average", help="average the weights of several checkpoints into one checkpoint file"

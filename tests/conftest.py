@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,44 @@ def tiny_speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     )
     paths = prepare_flite_bible(cache / "corpora" / "flite_tiny", request, show_progress=False)
     return paths | {"cache": cache}
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_run(tiny_speech_corpus: dict[str, Path]) -> Callable[[str, Path, list[str]], Path]:
+    """``tiny_speech_run(experiment, logdir, sets)``: a 2-step run of a speech experiment on
+    the tiny flite corpus (one thread), checkpointed at the end; returns the logdir."""
+    from seqlab.cli import main
+
+    def train(experiment: str, logdir: Path, sets: list[str]) -> Path:
+        corpus = tiny_speech_corpus
+        sets = [
+            f"data.cache_dir={corpus['cache']}",
+            f"data.train_path={corpus['train']}",
+            f"data.dev_path={corpus['dev']}",
+            f"data.test_path={corpus['test']}",
+            "trainer.max_steps=2",
+            "trainer.eval_every_steps=0",
+            "trainer.decode_every_steps=0",
+            "trainer.checkpoint_every_steps=2",
+            "trainer.num_threads=1",
+            *sets,
+        ]
+        args = ["train", "--experiment", experiment, "--logdir", str(logdir)]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(args + [a for s in sets for a in ("--set", s)])
+        assert code == 0, err.getvalue()
+        return logdir
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def ctc_tiny_logdir(
+    tiny_speech_run: Callable[[str, Path, list[str]], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """conformer_ctc_tiny trained 2 steps (prefix beam search of 4, the model's decoder)."""
+    logdir = tmp_path_factory.mktemp("ctc") / "run"
+    sets = ["task.decoder=beam", "task.beam_size=4"]
+    return tiny_speech_run("asr.flite_bible.conformer_ctc_tiny", logdir, sets)

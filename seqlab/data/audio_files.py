@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,23 +54,42 @@ def read_audio(path: Path, sample_rate: int, resample: bool = True) -> np.ndarra
       AudioError: missing, unreadable or empty file, non-finite samples, or a wrong sample
         rate with ``resample`` off.
     """
-    import soundfile  # on use: machines that train text models need not have it
-
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
+    return _decode_audio(str(path), f"audio file {path}", sample_rate, resample)
+
+
+def decode_audio(data: bytes, sample_rate: int, name: str = "the audio") -> np.ndarray:
+    """``read_audio`` of the bytes of an audio file (an upload): mono float32 samples at
+    ``sample_rate``, resampled from the file's own rate.
+
+    Raises:
+      AudioError: naming ``name``: bytes that are not an audio file libsndfile reads, no
+        samples, or non-finite samples.
+    """
+    import io
+
+    return _decode_audio(io.BytesIO(data), name, sample_rate, resample=True)
+
+
+def _decode_audio(source: Any, name: str, sample_rate: int, resample: bool) -> np.ndarray:
+    """Mono float32 samples at ``sample_rate`` from a path or file object; ``name`` is how
+    errors call it ("audio file x.wav")."""
+    import soundfile  # on use: machines that train text models need not have it
+
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
-        raise AudioError(f"unreadable audio file {path}: {e}") from None
+        raise AudioError(f"unreadable {name}: {e}") from None
     if samples.shape[0] == 0:
-        raise AudioError(f"empty audio file {path} (no samples)")
+        raise AudioError(f"empty {name} (no samples)")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if not np.isfinite(mono).all():
-        raise AudioError(f"audio file {path} holds non-finite samples")
+        raise AudioError(f"{name} holds non-finite samples")
     if rate != sample_rate:
         if not resample:
             raise AudioError(
-                f"audio file {path} has sample rate {rate} Hz, expected {sample_rate} Hz "
+                f"{name} has sample rate {rate} Hz, expected {sample_rate} Hz "
                 "(enable resampling or convert the file)"
             )
         mono = resample_audio(mono, rate, sample_rate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from seqlab.core.layer import lengths_to_paddings
@@ -217,7 +218,6 @@ class ArtifactPredictor:
             )
         return [self.tokenizer.decode(out) for out in outputs]
 
-    @torch.no_grad()
     def transcribe(self, audio_paths: list[Path]) -> list[str]:
         """A speech model's transcripts of audio files (WAV, FLAC, ...; resampled to the
         model's rate), searched as the model was trained to decode (greedy or prefix beam).
@@ -228,14 +228,29 @@ class ArtifactPredictor:
           AudioError: naming a missing, unreadable or empty file.
         """
         check_batch_size(len(audio_paths), self.max_batch_size)
-        if not audio_paths:
+        waveforms = [read_audio(Path(p), self.sample_rate, resample=True) for p in audio_paths]
+        return self.transcribe_waveforms(waveforms, [f"audio file {p}" for p in audio_paths])
+
+    @torch.no_grad()
+    def transcribe_waveforms(
+        self, waveforms: list[np.ndarray], names: list[str] | None = None
+    ) -> list[str]:
+        """Transcripts of mono float32 waveforms at ``sample_rate`` (each [N_i]); ``names``
+        say what each is in errors (default "input i").
+
+        Raises:
+          InputTooLargeError: more than ``max_batch_size`` waveforms, or one longer than the
+            program accepts.
+        """
+        check_batch_size(len(waveforms), self.max_batch_size)
+        if not waveforms:
             return []
         rate = self.sample_rate
-        waveforms = [read_audio(Path(p), rate, resample=True) for p in audio_paths]
-        for index, (path, samples) in enumerate(zip(audio_paths, waveforms, strict=True)):
+        names = names or [f"input {i}" for i in range(len(waveforms))]
+        for index, (name, samples) in enumerate(zip(names, waveforms, strict=True)):
             if self.max_samples is not None and len(samples) > self.max_samples:
                 raise InputTooLargeError(
-                    f"audio file {path} is {len(samples) / rate:.1f} s long; this artifact "
+                    f"{name} is {len(samples) / rate:.1f} s long; this artifact "
                     f"takes at most {self.max_samples / rate:.1f} s",
                     index,
                 )

@@ -118,6 +118,7 @@ def export_artifact(
             "logdir": str(Path(logdir).resolve()),
             "experiment": context.config.name,
             "checkpoint": str(predictor.checkpoint_path),
+            "step": predictor.checkpoint_step,
         },
     }
     if family.kind == SPEECH_CTC:

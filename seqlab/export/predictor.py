@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from seqlab.data.mt_data import MTExamples
@@ -43,6 +44,7 @@ class Predictor:
         self.max_input_tokens = max_input_tokens
         self.task = task
         self.checkpoint_path: Path | None = None
+        self.checkpoint_step: int | None = None
         if isinstance(context.data, MultiTaskData):
             if not task:
                 raise UnknownTaskError(
@@ -77,7 +79,8 @@ class Predictor:
         for a task that is to be exported). ``device``: cpu, cuda, cuda:N or auto (int8 is
         CPU-only). ``overrides``: ``key=value`` settings of the logdir's config changed for
         this predictor, e.g. ``task.beam_search.beam_size=1`` (refused if they change the
-        model's parameters). The loaded file is ``checkpoint_path``.
+        model's parameters). The loaded file is ``checkpoint_path``, its step
+        ``checkpoint_step``.
         """
         target = (
             device if isinstance(device, torch.device) else resolve_device(device, name="device")
@@ -99,7 +102,8 @@ class Predictor:
         predictor = cls(
             context, max_batch_size=max_batch_size, max_input_tokens=max_input_tokens, task=task
         )
-        predictor.checkpoint_path = found[0]
+        predictor.checkpoint_path = path
+        predictor.checkpoint_step = payload.get("step")
         return predictor
 
     @torch.no_grad()
@@ -145,7 +149,11 @@ class Predictor:
 
         return isinstance(self.context.data, ASRData)
 
-    @torch.no_grad()
+    @property
+    def sample_rate(self) -> int:
+        """A speech model's audio sample rate (Hz)."""
+        return int(self.context.data.config.sample_rate)
+
     def transcribe(self, audio_paths: list[Path]) -> list[str]:
         """Transcribes audio files (WAV, FLAC, ...; resampled to the model's rate).
 
@@ -153,17 +161,37 @@ class Predictor:
           InputTooLargeError: more than ``max_batch_size`` files.
           AudioError: naming a missing, unreadable or empty file.
         """
-        from seqlab.data.asr_data import batch_from_waveforms
         from seqlab.data.audio_files import read_audio
 
         check_batch_size(len(audio_paths), self.max_batch_size)
-        if not audio_paths:
+        return self.transcribe_waveforms(
+            [read_audio(Path(p), self.sample_rate, resample=True) for p in audio_paths],
+            [str(p) for p in audio_paths],
+        )
+
+    @torch.no_grad()
+    def transcribe_waveforms(
+        self, waveforms: list[np.ndarray], names: list[str] | None = None
+    ) -> list[str]:
+        """Transcribes mono float32 waveforms at ``sample_rate`` (each [N_i]); ``names``
+        label them in the batch (default: their positions).
+
+        Raises:
+          InputTooLargeError: more than ``max_batch_size`` waveforms.
+        """
+        from seqlab.data.asr_data import batch_from_waveforms
+
+        check_batch_size(len(waveforms), self.max_batch_size)
+        if not waveforms:
             return []
-        rate = self.context.data.config.sample_rate
-        waveforms = [read_audio(Path(p), rate, resample=True) for p in audio_paths]
-        names = [str(p) for p in audio_paths]
+        names = names or [str(i) for i in range(len(waveforms))]
         batch = batch_from_waveforms(
-            waveforms, [[] for _ in names], names, names, list(range(len(names))), rate
+            waveforms,
+            [[] for _ in names],
+            names,
+            names,
+            list(range(len(names))),
+            self.sample_rate,
         ).to(self.context.device)
         task = self.context.task
         return [r["hypothesis"] for r in task.process_decode_out(batch, task.decode(batch))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,32 +29,9 @@ def run(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def train(experiment: str, corpus: dict[str, Path], logdir: Path, sets: list[str]) -> Path:
-    """A 2-step run of a speech experiment on the tiny flite corpus, checkpointed at the end."""
-    sets = [
-        f"data.cache_dir={corpus['cache']}",
-        f"data.train_path={corpus['train']}",
-        f"data.dev_path={corpus['dev']}",
-        f"data.test_path={corpus['test']}",
-        "trainer.max_steps=2",
-        "trainer.eval_every_steps=0",
-        "trainer.decode_every_steps=0",
-        "trainer.checkpoint_every_steps=2",
-        "trainer.num_threads=1",
-        *sets,
-    ]
-    args = ["train", "--experiment", experiment, "--logdir", str(logdir)]
-    code, _, err = run(args + [a for s in sets for a in ("--set", s)])
-    assert code == 0, err
-    return logdir
-
-
 @pytest.fixture(scope="module")
-def ctc_logdir(tiny_speech_corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    """conformer_ctc_tiny trained 2 steps (prefix beam search of 4, the model's decoder)."""
-    logdir = tmp_path_factory.mktemp("ctc") / "run"
-    sets = ["task.decoder=beam", "task.beam_size=4"]
-    return train("asr.flite_bible.conformer_ctc_tiny", tiny_speech_corpus, logdir, sets)
+def ctc_logdir(ctc_tiny_logdir: Path) -> Path:
+    return ctc_tiny_logdir
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +119,10 @@ def test_onnx_int8_keeps_the_front_end_float(
     assert (best[0] == best[1]).float().mean() > 0.9
 
 
-def test_las_is_refused_in_one_line(tiny_speech_corpus: dict[str, Path], tmp_path: Path) -> None:
-    logdir = train("asr.flite_bible.las_tiny", tiny_speech_corpus, tmp_path / "run", [])
+def test_las_is_refused_in_one_line(
+    tiny_speech_run: Callable[[str, Path, list[str]], Path], tmp_path: Path
+) -> None:
+    logdir = tiny_speech_run("asr.flite_bible.las_tiny", tmp_path / "run", [])
     for format in ("torch", "onnx"):
         out = tmp_path / format
         args = ["export", "--logdir", str(logdir), "--format", format, "--out", str(out)]
