@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Speech (flite_bible): flite, espeak-ng, and festival with ked (a speaker flite lacks) and an
 # HTS voice of slt (seqlab/data/corpora/tts_voices.py).
+# The serve tests drive the demo page in headless Chromium (Debian's browser and driver).
 APT_PACKAGES=(sword-text-kjv sword-text-sparv sword-text-web flite espeak-ng
-  festival festvox-kdlpc16k festvox-us-slt-hts)
+  festival festvox-kdlpc16k festvox-us-slt-hts chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -20,7 +21,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "[setup] not root: ${missing[*]} will be fetched with 'apt-get download' into the data cache"
+    echo "[setup] not root, missing: ${missing[*]} (the corpora's packages are fetched with" \
+      "'apt-get download' into the data cache; without the synthesizers or chromium their tests skip)"
   fi
 fi
 
