@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -83,7 +84,11 @@ def build_app(model: ServedModel, settings: ServeSettings) -> Starlette:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
             started = time.perf_counter()
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Exception as error:  # a bug, not the request: one line out, traceback logged
+                log.error("request to %s failed", request.url.path, exc_info=error)
+                response = _error(500, f"internal error: {user_message(error)}")
             metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
             return response
 
@@ -167,7 +172,15 @@ def build_app(model: ServedModel, settings: ServeSettings) -> Starlette:
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/", observed("demo", demo_page), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        what = "no such endpoint" if error.status_code == 404 else error.detail
+        return _error(error.status_code, f"{what}: {request.method} {request.url.path}")
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
     app.state.batcher = batcher
     app.state.metrics = metrics
     return app

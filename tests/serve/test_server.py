@@ -110,9 +110,17 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_goes_on(
         assert httpx.post(f"{url}/v1/translate", json={"text": "God"}, timeout=60).is_success
 
 
-def test_the_other_tasks_endpoints_are_404(beam_mt: ServedModel) -> None:
+def test_other_endpoints_and_methods_are_a_json_4xx(beam_mt: ServedModel) -> None:
     with running(beam_mt) as url:
         answer = httpx.post(f"{url}/v1/transcribe", json={"audio": "AAAA"})
+        unknown = httpx.get(f"{url}/v2/anything")
+        wrong_method = httpx.get(f"{url}/v1/translate")
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "no such endpoint: GET /v2/anything"},
+    )
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"error": "Method Not Allowed: GET /v1/translate"}
     assert answer.status_code == 404
     assert (
         answer.json()["error"] == "this model answers POST /v1/translate, not POST /v1/transcribe"
@@ -132,3 +140,25 @@ def test_a_full_queue_answers_503_and_a_late_decode_504(beam_mt: ServedModel) ->
         assert errors[504] == "not decoded within 0.5 s (--request-timeout)"
         metrics = httpx.get(f"{url}/metrics").text
     assert 'seqlab_requests_total{endpoint="decode",status="503"} 1.0' in metrics
+
+
+def test_a_failing_decode_is_a_one_line_500_and_the_server_goes_on(
+    beam_mt: ServedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = beam_mt.run
+
+    def fails_on_light(items: list[str]) -> list[str]:
+        if any("light" in item for item in items):
+            raise RuntimeError("out of memory\nsecond line")
+        return run(items)
+
+    monkeypatch.setattr(beam_mt, "run", fails_on_light)
+    with running(beam_mt, batch_window_ms=300) as url:
+        failed, fine = asyncio.run(
+            post_all(f"{url}/v1/translate", [{"text": TEXTS[2]}, {"text": TEXTS[3]}])
+        )
+    assert (failed.status_code, failed.json()) == (
+        500,
+        {"error": "internal error: out of memory second line"},
+    )
+    assert fine.status_code == 200 and fine.json()["output"] == run([TEXTS[3]])[0]
