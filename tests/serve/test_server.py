@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -81,6 +82,13 @@ def test_the_attention_picture(beam_mt: ServedModel) -> None:
 LONG_TEXT = " ".join(["light"] * 300)
 
 
+@pytest.fixture(scope="module")
+def small_body_server(beam_mt: ServedModel) -> Iterator[str]:
+    """One server for the bad requests, with a body limit of 4096 bytes."""
+    with running(beam_mt, max_body_bytes=4096) as url:
+        yield url
+
+
 @pytest.mark.parametrize(
     "body, status, reason",
     [
@@ -100,14 +108,14 @@ LONG_TEXT = " ".join(["light"] * 300)
     ],
 )
 def test_bad_requests_get_a_one_line_4xx_and_the_server_goes_on(
-    beam_mt: ServedModel, body: bytes, status: int, reason: str
+    small_body_server: str, body: bytes, status: int, reason: str
 ) -> None:
-    with running(beam_mt, max_body_bytes=4096) as url:
-        answer = httpx.post(f"{url}/v1/translate", content=body, timeout=60)
-        assert answer.status_code == status, answer.text
-        error = answer.json()["error"]
-        assert reason in error and "\n" not in error
-        assert httpx.post(f"{url}/v1/translate", json={"text": "God"}, timeout=60).is_success
+    url = small_body_server
+    answer = httpx.post(f"{url}/v1/translate", content=body, timeout=60)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert reason in error and "\n" not in error
+    assert httpx.post(f"{url}/v1/translate", json={"text": "God"}, timeout=60).is_success
 
 
 def test_other_endpoints_and_methods_are_a_json_4xx(beam_mt: ServedModel) -> None:
