@@ -370,8 +370,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bind_socket(args.host, args.port).close()
     except OSError as e:
         raise UsageError(f"--host {args.host} --port {args.port}: {e.strerror or e}") from None
-    model = ServedModel(_load_predictor(args))
-    serve(model, settings, args.host, args.port, access_log=args.access_log)
+    serve(
+        lambda: ServedModel(_load_predictor(args)),
+        settings,
+        args.host,
+        args.port,
+        access_log=args.access_log,
+    )
     return 0
 
 

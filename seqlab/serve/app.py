@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -65,8 +66,11 @@ class ServeSettings:
                 raise ValueError(f"{flag} must be at least 1, got {value}")
 
 
-def build_app(model: ServedModel, settings: ServeSettings) -> Starlette:
-    """The application serving ``model``."""
+def build_app(
+    model: ServedModel, settings: ServeSettings, executor: ThreadPoolExecutor | None = None
+) -> Starlette:
+    """The application serving ``model``; ``executor`` is the decoding thread (see
+    ``DynamicBatcher``)."""
     settings.check()
     batcher = DynamicBatcher(
         model.run,
@@ -75,6 +79,7 @@ def build_app(model: ServedModel, settings: ServeSettings) -> Starlette:
         max_batch_size=model.max_batch_size if model.batches else 1,
         max_batch_cost=settings.max_batch_tokens,
         max_queue=settings.max_queue,
+        executor=executor,
     )
     metrics = ServerMetrics(lambda: batcher.queue_depth)
     batcher.on_batch = metrics.observe_batch

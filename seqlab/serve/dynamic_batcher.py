@@ -55,7 +55,10 @@ class DynamicBatcher:
         max_batch_cost: int,
         max_queue: int,
         on_batch: Callable[[int, float], None] | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """``executor``: the one-thread executor that decodes (default: a new one); pass the
+        one that loaded the model, so that torch runs on one thread only (see ``serve``)."""
         self.run_batch = run_batch
         self.window_s = window_s
         self.max_batch_size = max_batch_size
@@ -63,7 +66,7 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="seqlab-decode")
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="seqlab-decode")
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False

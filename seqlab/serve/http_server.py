@@ -4,6 +4,8 @@ line that announces the server names the port it really has."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
@@ -30,11 +32,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    model: ServedModel, settings: ServeSettings, host: str, port: int, access_log: bool = False
+    load_model: Callable[[], ServedModel],
+    settings: ServeSettings,
+    host: str,
+    port: int,
+    access_log: bool = False,
 ) -> None:
-    """Serves ``model`` until SIGINT or SIGTERM; then it stops accepting connections, answers
-    every request it has accepted, and returns."""
-    app = build_app(model, settings)
+    """Loads the model with ``load_model`` and serves it until SIGINT or SIGTERM; then it
+    stops accepting connections, answers every request it has accepted, and returns.
+
+    The model is loaded on the thread that will decode with it, and torch runs on no other:
+    a second thread calling torch brings a second OpenMP thread team, and on 2 cores the two
+    teams made every decode about 2x slower (docs/serving.md).
+    """
+    executor = ThreadPoolExecutor(1, thread_name_prefix="seqlab-decode")
+    try:
+        model = executor.submit(load_model).result()
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+    app = build_app(model, settings, executor)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
