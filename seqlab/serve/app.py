@@ -127,12 +127,9 @@ def build_app(
             "batch_size": result.batch_size,
         }
         if prepared.attention:
-            try:
-                answer["attention"] = await batcher.run_alone(
-                    model.attention, prepared.item, result.output
-                )
-            except RequestError as e:
-                return _error(e.status, str(e))
+            answer["attention"] = await batcher.run_alone(
+                model.attention, prepared.item, result.output
+            )
         return JSONResponse(answer)
 
     async def health(request: Request) -> Response:

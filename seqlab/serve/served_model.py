@@ -93,7 +93,10 @@ class ServedModel:
         if not value.strip():
             raise RequestError(f"{key!r} is empty")
         if attention and not self.shows_attention:
-            self.attention("", "")  # raises the reason
+            raise RequestError(
+                "this model cannot show its attention (a training logdir of a "
+                "single-task translation model can)"
+            )
         if self.task == TRANSCRIBE:
             waveform = self._decode_audio(value)
             return Prepared(waveform, max(1, len(waveform) * FRAMES_PER_SECOND // self.rate))
@@ -152,17 +155,11 @@ class ServedModel:
         {"source": pieces, "output": pieces, "weights": [len(output) + 1][len(source) + 1]}
         (EOS included, each row summing to 1).
 
-        Raises:
-          RequestError: a model without a picture of its attention (an artifact, or a task
-            without ``alignment``).
+        Only for a model that ``shows_attention`` (``prepare`` refuses the request otherwise).
         """
         from seqlab.data.mt_data import MTExamples
 
-        if not self.shows_attention:
-            raise RequestError(
-                "this model cannot show its attention (a training logdir of a "
-                "single-task translation model can)"
-            )
+        assert self.shows_attention, "prepare() refuses attention requests this model cannot serve"
         context = self.predictor.context
         task = context.task
         tokenizer = self.tokenizer
