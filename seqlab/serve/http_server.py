@@ -27,6 +27,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    # Listening now, so that connections made as soon as the address is printed wait in the
+    # backlog until uvicorn accepts them instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
